@@ -1,0 +1,1 @@
+"""Operations: the embedded Kafka broker, topics, processes and the warehouse schema."""
