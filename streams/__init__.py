@@ -1,0 +1,1 @@
+"""Stream processing: the pure ledger core (``streams.ledger``) and its Kafka adapters."""

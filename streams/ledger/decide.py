@@ -1,0 +1,393 @@
+"""decide(state, message) -> events: the ledger's rules, as a pure function.
+
+The state is that of the message's key (an account, or a user for the reservation step).
+Deciding uses nothing but its arguments, so a redo after an aborted transaction produces the
+same events with the same ids.
+"""
+
+from __future__ import annotations
+
+from .errors import InvariantViolation
+from .invariants import BALANCE_MAX
+from .model import (
+    ACCEPTED,
+    AccountBlocked,
+    AccountOpened,
+    AccountOpeningAbandoned,
+    AccountOpeningStarted,
+    AccountsRelated,
+    AccountState,
+    AccountsUnrelated,
+    AccountUnblocked,
+    BlockAccount,
+    Command,
+    CommandAccepted,
+    CommandRejected,
+    ConfirmRelation,
+    CreateTransfer,
+    CreditTransfer,
+    Deposit,
+    Event,
+    Leg,
+    Message,
+    OpenAccount,
+    Posted,
+    PostingKind,
+    RelateAccounts,
+    RelationRequested,
+    ReserveUser,
+    SettleTransfer,
+    State,
+    Status,
+    TransferHeld,
+    TransferInfo,
+    TransferPosted,
+    TransferSettled,
+    TransferTurnedBack,
+    TransferVoided,
+    UnblockAccount,
+    UnrelateAccounts,
+    UserReservationRefused,
+    UserReservationResult,
+    UserReserved,
+    UserState,
+    VoidTransfer,
+    Withdraw,
+    clearing_account,
+    is_system_account,
+    world_account,
+)
+from .money import CURRENCY_EXPONENTS, AmountError, parse_amount
+from .rejections import Rejection
+
+
+def decide(state: State | None, msg: Message) -> list[Event]:
+    match msg:
+        case ReserveUser():
+            return _reserve_user(_user(state), msg)
+        case UserReservationResult():
+            return _reservation_result(_account(state), msg)
+        case CreditTransfer():
+            return _credit(_account(state), msg.transfer)
+        case SettleTransfer():
+            return [TransferSettled(msg.transfer)]
+        case VoidTransfer():
+            return _void(_account(state), msg.transfer, msg.reason)
+        case ConfirmRelation():
+            return _confirm_relation(_account(state), msg)
+        case _:
+            return _command(_account(state), msg)
+
+
+def _account(state: State | None) -> AccountState | None:
+    if isinstance(state, UserState):  # keys are namespaced, so this is a routing bug
+        raise InvariantViolation(f"account step routed to user state {state.user!r}")
+    return state
+
+
+def _user(state: State | None) -> UserState | None:
+    if isinstance(state, AccountState):
+        raise InvariantViolation(f"user step routed to account state {state.account!r}")
+    return state
+
+
+def _valid_id(value: str) -> bool:
+    return bool(value) and not is_system_account(value)
+
+
+# --- Commands, at the account they are keyed by ---
+
+
+def _command(state: AccountState | None, cmd: Command) -> list[Event]:
+    if not _valid_id(cmd.key):
+        return [_reject(cmd, Rejection.account_id_invalid, remember=False)]
+    if state is not None:
+        seen = state.remembered(cmd.command_id)
+        if seen is not None:
+            if seen.digest == cmd.digest:
+                return []  # a duplicate: the original outcome stands
+            return [_reject(cmd, Rejection.exists_with_different_payload, remember=False)]
+    match cmd:
+        case OpenAccount():
+            return _open(state, cmd)
+        case Deposit():
+            return _deposit(state, cmd)
+        case Withdraw():
+            return _withdraw(state, cmd)
+        case CreateTransfer():
+            return _transfer(state, cmd)
+        case BlockAccount():
+            return _block(state, cmd)
+        case UnblockAccount():
+            return _unblock(state, cmd)
+        case RelateAccounts() | UnrelateAccounts():
+            return _relate(state, cmd)
+
+
+def _reject(cmd: Command, reason: Rejection, *, remember: bool = True) -> CommandRejected:
+    return CommandRejected(
+        cmd.command_id, cmd.command_type, cmd.key, cmd.digest, reason, cmd.ts, remember
+    )
+
+
+def _accept(cmd: Command) -> CommandAccepted:
+    return CommandAccepted(cmd.command_id, cmd.command_type, cmd.key, cmd.digest, cmd.ts, True)
+
+
+def _open(state: AccountState | None, cmd: OpenAccount) -> list[Event]:
+    if state is not None and state.status is not Status.absent:
+        return [_reject(cmd, Rejection.account_exists)]
+    if cmd.currency not in CURRENCY_EXPONENTS:
+        return [_reject(cmd, Rejection.currency_not_supported)]
+    if not _valid_id(cmd.user):
+        return [_reject(cmd, Rejection.user_id_invalid)]
+    return [
+        AccountOpeningStarted(
+            cmd.command_id, cmd.digest, cmd.account, cmd.user, cmd.currency, cmd.ts
+        )
+    ]
+
+
+def _amount(cmd: Deposit | Withdraw | CreateTransfer, currency: str) -> int | Rejection:
+    try:
+        return parse_amount(cmd.amount, currency)
+    except AmountError as exc:
+        return exc.reason
+
+
+def _entry_id(cmd_key: str, command_id: str, kind: PostingKind) -> str:
+    # Command ids are deduplicated per account, so the account is part of every event id.
+    return f"{cmd_key}/{command_id}/{kind.value}"
+
+
+def _deposit(state: AccountState | None, cmd: Deposit) -> list[Event]:
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    if state.status is Status.blocked:
+        return [_reject(cmd, Rejection.account_blocked)]
+    amount = _amount(cmd, state.currency)
+    if isinstance(amount, Rejection):
+        return [_reject(cmd, amount)]
+    if state.balance + amount > BALANCE_MAX:
+        return [_reject(cmd, Rejection.balance_would_overflow)]
+    entry = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.deposit),
+        cmd.command_id,
+        None,
+        PostingKind.deposit,
+        state.currency,
+        Leg(world_account(state.currency), -amount, None, 0),
+        Leg(state.account, amount, state.balance + amount, state.seq + 1),
+        cmd.ts,
+    )
+    return [entry, _accept(cmd)]
+
+
+def _withdraw(state: AccountState | None, cmd: Withdraw) -> list[Event]:
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    if state.status is Status.blocked:
+        return [_reject(cmd, Rejection.account_blocked)]
+    amount = _amount(cmd, state.currency)
+    if isinstance(amount, Rejection):
+        return [_reject(cmd, amount)]
+    if state.balance < amount:
+        return [_reject(cmd, Rejection.insufficient_funds)]
+    entry = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.withdrawal),
+        cmd.command_id,
+        None,
+        PostingKind.withdrawal,
+        state.currency,
+        Leg(state.account, -amount, state.balance - amount, state.seq + 1),
+        Leg(world_account(state.currency), amount, None, 0),
+        cmd.ts,
+    )
+    return [entry, _accept(cmd)]
+
+
+def _transfer(state: AccountState | None, cmd: CreateTransfer) -> list[Event]:
+    """Step 1, at the source: hold the money in clearing and ask the destination to credit."""
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.debit_account_not_found)]
+    if cmd.to_account == cmd.from_account:
+        return [_reject(cmd, Rejection.accounts_must_be_different)]
+    if state.status is Status.blocked:
+        return [_reject(cmd, Rejection.debit_account_blocked)]
+    if not _valid_id(cmd.to_account):
+        return [_reject(cmd, Rejection.credit_account_not_found)]
+    amount = _amount(cmd, state.currency)
+    if isinstance(amount, Rejection):
+        return [_reject(cmd, amount)]
+    if state.balance < amount:
+        return [_reject(cmd, Rejection.insufficient_funds)]
+    transfer = TransferInfo(
+        cmd.command_id,
+        cmd.command_id,
+        cmd.from_account,
+        cmd.to_account,
+        state.currency,
+        amount,
+        cmd.ts,
+        cmd.digest,
+    )
+    hold = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.transfer_hold),
+        cmd.command_id,
+        transfer.transfer_id,
+        PostingKind.transfer_hold,
+        state.currency,
+        Leg(state.account, -amount, state.balance - amount, state.seq + 1),
+        Leg(clearing_account(state.currency), amount, None, 0),
+        cmd.ts,
+    )
+    return [hold, TransferHeld(transfer)]
+
+
+def _credit(state: AccountState | None, t: TransferInfo) -> list[Event]:
+    """Step 2, at the destination: post from clearing, or turn the transfer back."""
+    reason: Rejection | None = None
+    if state is None or not state.exists:
+        reason = Rejection.credit_account_not_found
+    elif state.status is Status.blocked:
+        reason = Rejection.credit_account_blocked
+    elif state.currency != t.currency:
+        reason = Rejection.currency_mismatch
+    elif state.balance + t.amount > BALANCE_MAX:
+        reason = Rejection.balance_would_overflow
+    if reason is not None or state is None:
+        return [TransferTurnedBack(t, reason or Rejection.credit_account_not_found)]
+    post = Posted(
+        _entry_id(t.from_account, t.command_id, PostingKind.transfer_post),
+        t.command_id,
+        t.transfer_id,
+        PostingKind.transfer_post,
+        t.currency,
+        Leg(clearing_account(t.currency), -t.amount, None, 0),
+        Leg(state.account, t.amount, state.balance + t.amount, state.seq + 1),
+        t.ts,
+    )
+    accepted = CommandAccepted(
+        t.command_id, CreateTransfer.command_type, t.from_account, t.digest, t.ts, False
+    )
+    return [post, TransferPosted(t), accepted]
+
+
+def _void(state: AccountState | None, t: TransferInfo, reason: Rejection) -> list[Event]:
+    """Step 3 of a turned-back transfer, at the source: clearing pays the money back."""
+    if state is None or state.held < t.amount:
+        raise InvariantViolation(f"void of {t.transfer_id!r} without its hold at the source")
+    back = Posted(
+        _entry_id(t.from_account, t.command_id, PostingKind.transfer_void),
+        t.command_id,
+        t.transfer_id,
+        PostingKind.transfer_void,
+        t.currency,
+        Leg(clearing_account(t.currency), -t.amount, None, 0),
+        Leg(t.from_account, t.amount, state.balance + t.amount, state.seq + 1),
+        t.ts,
+    )
+    rejected = CommandRejected(
+        t.command_id, CreateTransfer.command_type, t.from_account, t.digest, reason, t.ts, True
+    )
+    return [back, TransferVoided(t, reason), rejected]
+
+
+def _block(state: AccountState | None, cmd: BlockAccount) -> list[Event]:
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    if state.status is Status.blocked:
+        return [_reject(cmd, Rejection.account_already_blocked)]
+    return [AccountBlocked(cmd.command_id, cmd.account, cmd.reason, cmd.ts), _accept(cmd)]
+
+
+def _unblock(state: AccountState | None, cmd: UnblockAccount) -> list[Event]:
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    if state.status is not Status.blocked:
+        return [_reject(cmd, Rejection.account_not_blocked)]
+    return [AccountUnblocked(cmd.command_id, cmd.account, cmd.reason, cmd.ts), _accept(cmd)]
+
+
+def _relate(state: AccountState | None, cmd: RelateAccounts | UnrelateAccounts) -> list[Event]:
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    if cmd.related == cmd.account:
+        return [_reject(cmd, Rejection.accounts_must_be_different)]
+    if not _valid_id(cmd.related):
+        return [_reject(cmd, Rejection.related_account_not_found)]
+    kind = cmd.kind if isinstance(cmd, RelateAccounts) else None
+    if isinstance(cmd, RelateAccounts) and not cmd.kind.strip():
+        return [_reject(cmd, Rejection.relation_kind_invalid)]
+    return [
+        RelationRequested(
+            cmd.command_id, cmd.command_type, cmd.digest, cmd.account, cmd.related, kind, cmd.ts
+        )
+    ]
+
+
+# --- Saga steps ---
+
+
+def _reserve_user(state: UserState | None, step: ReserveUser) -> list[Event]:
+    if state is None or state.account == step.account:
+        return [UserReserved(step.command_id, step.digest, step.user, step.account, step.ts)]
+    return [
+        UserReservationRefused(
+            step.command_id, step.digest, step.user, step.account, state.account, step.ts
+        )
+    ]
+
+
+def _reservation_result(state: AccountState | None, step: UserReservationResult) -> list[Event]:
+    if state is None or state.status is not Status.opening:
+        # Only the opening command can have sent this; anything else is a routing bug.
+        raise InvariantViolation(f"reservation result for {step.account!r}, which is not opening")
+    pending = state.remembered(step.command_id)
+    if pending is None or pending.outcome == ACCEPTED:
+        raise InvariantViolation(f"reservation result for unknown command {step.command_id!r}")
+    if step.reserved:
+        return [
+            AccountOpened(step.command_id, step.account, step.user, state.currency, step.ts),
+            CommandAccepted(
+                step.command_id, OpenAccount.command_type, step.account, step.digest, step.ts, True
+            ),
+        ]
+    return [
+        AccountOpeningAbandoned(step.command_id, step.account, step.ts),
+        CommandRejected(
+            step.command_id,
+            OpenAccount.command_type,
+            step.account,
+            step.digest,
+            Rejection.user_has_account,
+            step.ts,
+            True,
+        ),
+    ]
+
+
+def _confirm_relation(state: AccountState | None, step: ConfirmRelation) -> list[Event]:
+    if state is None or not state.exists:
+        return [
+            CommandRejected(
+                step.command_id,
+                step.command_type,
+                step.account,
+                step.digest,
+                Rejection.related_account_not_found,
+                step.ts,
+                False,
+            )
+        ]
+    done: Event = (
+        AccountsRelated(step.command_id, step.account, step.related, step.kind, step.ts)
+        if step.kind is not None
+        else AccountsUnrelated(step.command_id, step.account, step.related, step.ts)
+    )
+    return [
+        done,
+        CommandAccepted(
+            step.command_id, step.command_type, step.account, step.digest, step.ts, False
+        ),
+    ]

@@ -1,0 +1,146 @@
+"""evolve(state, event) -> state: how each event changes the state of the agent that made it."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .errors import InvariantViolation
+from .invariants import check_account, check_posted
+from .model import (
+    ACCEPTED,
+    PENDING,
+    AccountBlocked,
+    AccountOpened,
+    AccountOpeningAbandoned,
+    AccountOpeningStarted,
+    AccountState,
+    AccountUnblocked,
+    CommandAccepted,
+    CommandRejected,
+    Event,
+    Posted,
+    RelationRequested,
+    Remembered,
+    State,
+    Status,
+    TransferHeld,
+    TransferSettled,
+    TransferVoided,
+    UserReserved,
+    UserState,
+)
+
+# Recent command ids remembered per account (see paystream.config.Limits.command_memory_max).
+DEFAULT_MEMORY_MAX = 32
+
+
+def evolve(state: State | None, event: Event, memory_max: int = DEFAULT_MEMORY_MAX) -> State | None:
+    match event:
+        case Posted():
+            check_posted(event)
+            return _post(_acct(state, event), event)
+        case AccountOpeningStarted():
+            prev = state if isinstance(state, AccountState) else None
+            recent = prev.recent if prev else ()
+            return AccountState(
+                event.account,
+                Status.opening,
+                user=event.user,
+                currency=event.currency,
+                recent=_remember(recent, event.command_id, event.digest, PENDING, memory_max),
+            )
+        case UserReserved():
+            return UserState(event.user, event.account)
+        case AccountOpened():
+            return replace(_acct(state, event), status=Status.open)
+        case AccountOpeningAbandoned():
+            return replace(_acct(state, event), status=Status.absent, user="", currency="")
+        case CommandAccepted() | CommandRejected() if event.remember:
+            outcome = event.reason.value if isinstance(event, CommandRejected) else ACCEPTED
+            prev = state if isinstance(state, AccountState) else None
+            base = prev or AccountState(event.account, Status.absent)
+            return replace(
+                base,
+                recent=_remember(base.recent, event.command_id, event.digest, outcome, memory_max),
+            )
+        case TransferHeld():
+            s = _acct(state, event)
+            t = event.transfer
+            return replace(
+                s,
+                held=s.held + t.amount,
+                recent=_remember(s.recent, t.command_id, t.digest, PENDING, memory_max),
+            )
+        case TransferSettled():
+            s = _release(_acct(state, event), event.transfer.amount)
+            t = event.transfer
+            return replace(
+                s,
+                recent=_remember(
+                    s.recent, t.command_id, t.digest, ACCEPTED, memory_max, only_update=True
+                ),
+            )
+        case TransferVoided():
+            return _release(_acct(state, event), event.transfer.amount)
+        case AccountBlocked():
+            return replace(_acct(state, event), status=Status.blocked)
+        case AccountUnblocked():
+            return replace(_acct(state, event), status=Status.open)
+        case RelationRequested():
+            s = _acct(state, event)
+            return replace(
+                s, recent=_remember(s.recent, event.command_id, event.digest, PENDING, memory_max)
+            )
+        case _:
+            # Events that only leave the agent (outcomes of other accounts' commands,
+            # user refusals, turned-back transfers, relations) change nothing here.
+            return state
+
+
+def _acct(state: State | None, event: Event) -> AccountState:
+    if not isinstance(state, AccountState):
+        raise InvariantViolation(f"{type(event).__name__} applied without an account state")
+    return state
+
+
+def _post(state: AccountState, entry: Posted) -> AccountState:
+    leg = entry.credit if entry.credit.account == state.account else entry.debit
+    if leg.account != state.account:
+        raise InvariantViolation(f"entry {entry.entry_id!r} does not touch {state.account!r}")
+    if leg.balance_after != state.balance + leg.amount or leg.account_seq != state.seq + 1:
+        raise InvariantViolation(f"entry {entry.entry_id!r} does not follow {state.account!r}")
+    new = replace(state, balance=leg.balance_after, seq=leg.account_seq)
+    check_account(new)
+    return new
+
+
+def _release(state: AccountState, amount: int) -> AccountState:
+    new = replace(state, held=state.held - amount)
+    check_account(new)
+    return new
+
+
+def _remember(
+    recent: tuple[Remembered, ...],
+    command_id: str,
+    digest: str,
+    outcome: str,
+    memory_max: int,
+    only_update: bool = False,
+) -> tuple[Remembered, ...]:
+    """Record a command's outcome; the oldest is forgotten past ``memory_max``."""
+    for i, r in enumerate(recent):
+        if r.command_id == command_id:
+            return (*recent[:i], Remembered(command_id, digest, outcome), *recent[i + 1 :])
+    if only_update:  # already forgotten: nothing to update
+        return recent
+    kept = recent[-(memory_max - 1) :] if memory_max > 1 else ()
+    return (*kept, Remembered(command_id, digest, outcome))
+
+
+def evolve_all(
+    state: State | None, events: list[Event], memory_max: int = DEFAULT_MEMORY_MAX
+) -> State | None:
+    for event in events:
+        state = evolve(state, event, memory_max)
+    return state

@@ -1,0 +1,381 @@
+"""The exactly-once ledger processor: consume a batch, decide, commit it all in one transaction.
+
+One worker process runs one ``LedgerProcessor``. Workers share a consumer group over the
+commands and saga topics (co-partitioned, range-assigned, so partition ``p`` of both belongs to
+one worker) and each has its own transactional id (KIP-447 fences zombies by group generation).
+
+The commit sequence, repeated in comments below:
+
+  1. Consume up to ``batch_records_max`` records (read_committed).
+  2. Begin a transaction.
+  3. For each record: decode, load the key's state (batch overlay, then rocksdict), decide,
+     evolve, produce the resulting events and saga steps (to any partition).
+  4. Produce one changelog record per key the batch changed.
+  5. Send the consumed offsets to the transaction (with the consumer group metadata).
+  6. Commit the transaction. On failure: abort, rewind to the batch start, redo. Never go on.
+  7. Only then write the new states and changelog checkpoints to rocksdict.
+
+A crash between 6 and 7 leaves rocksdict behind the changelog; ``restore`` on the next
+assignment reads the changelog from the checkpoint and catches up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from ops.topics import TopicNames
+from paystream.config import Settings
+from schemas.codec import Codec
+from schemas.errors import DecodeError
+from streams.errors import FatalProcessorError
+from streams.ledger import decide, evolve_all
+from streams.ledger import model as m
+from streams.partitioner import partition_for
+from streams.records import BadRecord, encode_state, to_command, to_records, to_saga_step
+from streams.store import PartitionStore, restore
+
+log = logging.getLogger(__name__)
+
+LEDGER_GROUP = "paystream-ledger"
+
+
+@dataclass
+class Counters:
+    batches: int = 0
+    records: int = 0
+    events: int = 0
+    aborts: int = 0
+    dead_letters: int = 0
+    forwarded: int = 0
+    restored: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class LedgerProcessor:
+    def __init__(self, settings: Settings, instance: int, state_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.topics = TopicNames(settings.topic_prefix)
+        self.instance = instance
+        self.group = settings.topic_prefix + LEDGER_GROUP
+        self.state_dir = state_dir or settings.home / "state" / f"ledger-{instance}"
+        self.codec = Codec.default()
+        self.stores: dict[int, PartitionStore] = {}
+        self.counters = Counters()
+        self._running = True
+        self._partitions = 0
+        self._failures = 0
+        # Topic short name -> full name, for the hot loop.
+        self._topic = self.topics.all()
+        bootstrap = settings.bootstrap or "127.0.0.1:9092"
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": self.group,
+                "client.id": f"ledger-{instance}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                # Range keeps partition p of commands and saga on one worker.
+                "partition.assignment.strategy": "range",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 120_000,
+                "fetch.wait.max.ms": 10,
+                "queued.max.messages.kbytes": 65536,
+            }
+        )
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": f"ledger-{instance}",
+                "transactional.id": f"{self.group}-{instance}",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": self.limits.producer_queue_records_max,
+                "compression.type": "lz4",
+                "transaction.timeout.ms": self.limits.transaction_timeout_ms,
+            }
+        )
+        self.restorer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{self.group}-restore-{instance}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+
+    # --- lifecycle ---
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def run(self, max_batches: int | None = None) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self._partitions = self._partition_count()
+        self.producer.init_transactions(30)
+        self.consumer.subscribe(
+            [self.topics.commands, self.topics.saga],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        log.info("ledger worker %d started (group %s)", self.instance, self.group)
+        try:
+            while self._running and (max_batches is None or self.counters.batches < max_batches):
+                # 1. Consume up to batch_records_max records (read_committed).
+                msgs = self.consumer.consume(
+                    self.limits.batch_records_max, timeout=self.limits.batch_wait_ms / 1000
+                )
+                if msgs:
+                    self._process_or_redo(msgs)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self.restorer.close()
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        log.info("ledger worker %d stopped: %s", self.instance, self.counters)
+
+    def _partition_count(self) -> int:
+        md = self.consumer.list_topics(timeout=30)
+        counts = {}
+        for key in ("commands", "saga", "ledger_state"):
+            name = self._topic[key]
+            if name not in md.topics or md.topics[name].error is not None:
+                raise FatalProcessorError(f"topic {name} is missing; run `paystream up`")
+            counts[name] = len(md.topics[name].partitions)
+        if len(set(counts.values())) != 1:
+            raise FatalProcessorError(f"co-partitioned topics differ in partitions: {counts}")
+        return next(iter(counts.values()))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Committed offsets are fetched "stable" under read_committed, so a zombie's pending
+        # transaction is resolved before we read the changelog it may have written to.
+        consumer.committed(partitions, timeout=self.limits.transaction_timeout_ms / 1000 + 30)
+        for p in sorted({tp.partition for tp in partitions}):
+            store = self.stores.get(p)
+            if store is None:
+                store = PartitionStore(self.state_dir / f"p{p}", cache_entries_max=200_000)
+                self.stores[p] = store
+            self.counters.restored += restore(
+                self.restorer,
+                store,
+                self._topic["ledger_state"],
+                p,
+                batch_records_max=self.limits.restore_batch_records_max,
+                timeout_s=self.limits.transaction_timeout_ms / 1000 + 60,
+            )
+        log.info("assigned partitions %s", sorted({tp.partition for tp in partitions}))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in {tp.partition for tp in partitions}:
+            store = self.stores.pop(p, None)
+            if store is not None:
+                store.close()
+        log.info("revoked partitions %s", sorted({tp.partition for tp in partitions}))
+
+    # --- the transaction ---
+
+    def _process_or_redo(self, msgs: list[Message]) -> None:
+        try:
+            self._process_batch(msgs)
+            self._failures = 0
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.fatal():
+                raise FatalProcessorError(f"fatal transaction error: {err}") from exc
+            self._failures += 1
+            self.counters.aborts += 1
+            if self._failures > self.limits.commit_retries_max:
+                raise FatalProcessorError(f"{self._failures} batches failed in a row") from exc
+            log.warning("batch failed (%s); aborting and redoing it", err)
+            # 6. (failure) Abort, rewind to the batch start; the main loop consumes it again.
+            self._abort_and_rewind(msgs)
+            time.sleep(min(1.0, 0.05 * 2**self._failures))
+
+    def _abort_and_rewind(self, msgs: list[Message]) -> None:
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise FatalProcessorError(f"abort failed: {exc}") from exc
+        firsts: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if msg.error() is None:
+                firsts.setdefault((msg.topic(), msg.partition()), msg.offset())
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for (topic, p), offset in firsts.items():
+            if (topic, p) in assigned:
+                self.consumer.seek(TopicPartition(topic, p, offset))
+
+    def _process_batch(self, msgs: list[Message]) -> None:
+        # 2. Begin a transaction.
+        self.producer.begin_transaction()
+        overlay: dict[int, dict[str, m.State]] = {}
+        offsets: dict[tuple[str, int], int] = {}
+        produce = self._produce
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            # 3. Decode, load state, decide, evolve, produce events and saga steps.
+            self._handle(msg, overlay, produce)
+        # 4. One changelog record per changed key.
+        changelog_offsets: dict[int, int] = {}
+        for p, states in overlay.items():
+            for key, state in states.items():
+                self._send(
+                    self._topic["ledger_state"],
+                    encode_state(state),
+                    key,
+                    p,
+                    on_delivery=_changelog_delivered(changelog_offsets, p),
+                )
+        # 5. Send the consumed offsets, fenced by the group metadata (KIP-447).
+        self.producer.send_offsets_to_transaction(
+            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            self.consumer.consumer_group_metadata(),
+            30,
+        )
+        # 6. Commit. Failure raises into _process_with_retry: abort, rewind, redo.
+        self.producer.commit_transaction(60)
+        self.producer.poll(0)  # serve the changelog delivery reports (their offsets)
+        # 7. Only now make the new state durable locally.
+        for p, states in overlay.items():
+            store = self.stores.get(p)
+            if store is not None:
+                store.apply(states, changelog_offsets.get(p))
+        self.counters.batches += 1
+        self.counters.records += len(msgs)
+
+    def _handle(
+        self,
+        msg: Message,
+        overlay: dict[int, dict[str, m.State]],
+        produce: Callable[[str, str, str, dict[str, Any], int], None],
+    ) -> None:
+        p = msg.partition()
+        ts = max(msg.timestamp()[1], 0) * 1000  # ms -> µs; the command's time in the log
+        try:
+            schema, record = self.codec.decode(msg.value() or b"")
+            if msg.topic() == self._topic["saga"]:
+                message: m.Message = to_saga_step(record)
+            else:
+                message = to_command(schema, record, ts)
+        except (DecodeError, BadRecord, KeyError, ValueError, TypeError) as exc:
+            code = getattr(exc, "code", type(exc).__name__)
+            self._dead_letter(msg, f"undecodable {msg.topic()} record: {exc}", str(code))
+            return
+        key = message.key
+        if partition_for(key, self._partitions) != p:
+            # Produced with another partitioner: send it to the partition that owns the key.
+            self._send(
+                msg.topic(),
+                msg.value(),
+                key,
+                partition_for(key, self._partitions),
+                timestamp=msg.timestamp()[1],
+            )
+            self.counters.forwarded += 1
+            return
+        states = overlay.setdefault(p, {})
+        state = states.get(key)
+        if state is None:
+            store = self.stores.get(p)
+            state = store.get(key) if store is not None else None
+        events = decide(state, message)
+        if not events:
+            return
+        new_state = evolve_all(state, events, self.limits.command_memory_max)
+        if new_state is not None and new_state is not state:
+            states[key] = new_state
+        ts_ms = ts // 1000
+        for event in events:
+            for out in to_records(event):
+                produce(out.topic, out.schema, out.key, out.record, ts_ms)
+        self.counters.events += len(events)
+
+    def _produce(
+        self, topic: str, schema: str, key: str, record: dict[str, Any], ts_ms: int
+    ) -> None:
+        self._send(
+            self._topic[topic],
+            self.codec.encode(schema, record),
+            key,
+            partition_for(key, self._partitions),
+            timestamp=ts_ms,
+        )
+
+    def _send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str,
+        partition: int,
+        timestamp: int = 0,
+        on_delivery: Callable[[Any, Message], None] | None = None,
+    ) -> None:
+        while True:
+            try:
+                if on_delivery is None:
+                    self.producer.produce(
+                        topic, value, key.encode(), partition, timestamp=timestamp
+                    )
+                else:
+                    self.producer.produce(
+                        topic, value, key.encode(), partition, on_delivery=on_delivery
+                    )
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # the queue is bounded: let deliveries drain
+
+    def _dead_letter(self, msg: Message, reason: str, code: str) -> None:
+        payload = (msg.value() or b"")[: self.limits.command_bytes_max]
+        source = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
+        log.warning("dead letter %s: %s", source, reason)
+        self._produce(
+            "deadletter",
+            "DeadLetter",
+            source,
+            {
+                "source": source,
+                "reason": reason[: self.limits.reason_chars_max],
+                "error_code": code,
+                "payload": payload,
+                "ts": msg.timestamp()[1] * 1000,
+            },
+            msg.timestamp()[1],
+        )
+        self.counters.dead_letters += 1
+
+
+def _changelog_delivered(offsets: dict[int, int], p: int) -> Callable[[Any, Message], None]:
+    def cb(err: Any, msg: Message) -> None:
+        if err is None:
+            offsets[p] = max(offsets.get(p, 0), msg.offset() + 1)
+
+    return cb

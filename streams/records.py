@@ -1,0 +1,381 @@
+"""Wire <-> domain: Avro records in, domain messages out; domain events in, Kafka records out.
+
+This is the only place that knows both the Avro shapes (schemas/*.avsc) and the domain types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from streams.ledger import model as m
+from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
+from streams.ledger.rejections import Rejection
+
+
+class BadRecord(ValueError):
+    """A decodable record that still cannot become a domain message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    """One record to produce: topic key (short name), Avro schema, partition key, value."""
+
+    topic: str
+    schema: str
+    key: str
+    record: dict[str, Any]
+
+
+def digest_of(schema: str, record: dict[str, Any]) -> str:
+    """A stable digest of a command's payload, to tell a duplicate from a reused id."""
+    body = json.dumps([schema, record], sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(body.encode(), digest_size=8).hexdigest()
+
+
+# --- In: Avro command records -> domain commands ---
+
+
+def to_command(schema: str, r: dict[str, Any], ts: int) -> m.Command:
+    d = digest_of(schema, r)
+    cid = r["command_id"]
+    if schema == "Transfer":
+        return m.CreateTransfer(cid, r["from"], r["to"], r["amount"], ts, d)
+    if schema == "Deposit":
+        return m.Deposit(cid, r["account"], r["amount"], ts, d)
+    if schema == "Withdraw":
+        return m.Withdraw(cid, r["account"], r["amount"], ts, d)
+    if schema == "OpenAccount":
+        return m.OpenAccount(cid, r["account"], r["user"], r["currency"], ts, d)
+    if schema == "BlockAccount":
+        return m.BlockAccount(cid, r["account"], r.get("reason"), ts, d)
+    if schema == "UnblockAccount":
+        return m.UnblockAccount(cid, r["account"], r.get("reason"), ts, d)
+    if schema == "RelateAccounts":
+        return m.RelateAccounts(cid, r["account"], r["related"], r["kind"], ts, d)
+    if schema == "UnrelateAccounts":
+        return m.UnrelateAccounts(cid, r["account"], r["related"], ts, d)
+    raise BadRecord("not_a_command", f"{schema} is not a command")
+
+
+def _transfer_from_step(r: dict[str, Any]) -> m.TransferInfo:
+    currency = r["currency"]
+    return m.TransferInfo(
+        transfer_id=r["command_id"],
+        command_id=r["command_id"],
+        from_account=r["account"],
+        to_account=r["other"],
+        currency=currency,
+        amount=parse_signed(r["amount"], currency),
+        ts=r["ts"],
+        digest=r["digest"],
+    )
+
+
+def to_saga_step(r: dict[str, Any]) -> m.SagaStep:
+    step = r["step"]
+    if step == "credit":
+        return m.CreditTransfer(_transfer_from_step(r))
+    if step == "settle":
+        return m.SettleTransfer(_transfer_from_step(r))
+    if step == "void":
+        return m.VoidTransfer(_transfer_from_step(r), Rejection(r["reason"]))
+    if step == "reserve_user":
+        return m.ReserveUser(r["command_id"], r["digest"], r["user"], r["account"], r["ts"])
+    if step in ("user_reserved", "user_taken"):
+        return m.UserReservationResult(
+            r["command_id"], r["digest"], r["user"], r["account"], step == "user_reserved", r["ts"]
+        )
+    if step in ("relate", "unrelate"):
+        return m.ConfirmRelation(
+            r["command_id"],
+            r["command_type"],
+            r["digest"],
+            r["account"],
+            r["other"],
+            r["kind"] if step == "relate" else None,
+            r["ts"],
+        )
+    raise BadRecord("unknown_step", f"unknown saga step {step!r}")
+
+
+# --- Out: domain events -> records ---
+
+
+def _step(
+    step: str,
+    command_id: str,
+    command_type: str,
+    digest: str,
+    target: str,
+    ts: int,
+    **fields: Any,
+) -> Out:
+    record = {
+        "step": step,
+        "command_id": command_id,
+        "command_type": command_type,
+        "digest": digest,
+        "target": target,
+        "account": None,
+        "other": None,
+        "user": None,
+        "currency": None,
+        "amount": None,
+        "kind": None,
+        "reason": None,
+        "ts": ts,
+    }
+    record.update(fields)
+    return Out("saga", "SagaStep", target, record)
+
+
+def _transfer_step(step: str, t: m.TransferInfo, target: str, reason: str | None = None) -> Out:
+    return _step(
+        step,
+        t.command_id,
+        "transfer",
+        t.digest,
+        target,
+        t.ts,
+        account=t.from_account,
+        other=t.to_account,
+        currency=t.currency,
+        amount=format_amount(t.amount, t.currency),
+        reason=reason,
+    )
+
+
+def _lifecycle(t: m.TransferInfo, status: str, reason: str | None = None) -> Out:
+    return Out(
+        "transfers",
+        "TransferEvent",
+        t.transfer_id,
+        {
+            "event_id": f"{t.from_account}/{t.transfer_id}/{status}",
+            "transfer_id": t.transfer_id,
+            "command_id": t.command_id,
+            "from_account": t.from_account,
+            "to_account": t.to_account,
+            "currency": t.currency,
+            "amount": format_amount(t.amount, t.currency),
+            "status": status,
+            "reason": reason,
+            "ts": t.ts,
+        },
+    )
+
+
+def _account_event(command_id: str, account: str, kind: str, ts: int, **fields: str | None) -> Out:
+    record: dict[str, Any] = {
+        "event_id": f"{account}/{command_id}/{kind}",
+        "command_id": command_id,
+        "account": account,
+        "kind": kind,
+        "user": None,
+        "currency": None,
+        "related": None,
+        "relation_kind": None,
+        "reason": None,
+        "ts": ts,
+    }
+    record.update(fields)
+    return Out("accounts", "AccountEvent", account, record)
+
+
+def _postings(e: m.Posted) -> Iterator[Out]:
+    for leg, other, side in ((e.debit, e.credit, "d"), (e.credit, e.debit, "c")):
+        yield Out(
+            "ledger",
+            "LedgerPosting",
+            leg.account,
+            {
+                "event_id": f"{e.entry_id}/{side}",
+                "entry_id": e.entry_id,
+                "command_id": e.command_id,
+                "transfer_id": e.transfer_id,
+                "account": leg.account,
+                "counterparty": other.account,
+                "currency": e.currency,
+                "amount": format_amount(leg.amount, e.currency),
+                "balance_after": None
+                if leg.balance_after is None
+                else format_amount(leg.balance_after, e.currency),
+                "account_seq": leg.account_seq,
+                "kind": e.kind.value,
+                "ts": e.ts,
+            },
+        )
+
+
+def _outcome(e: m.CommandAccepted | m.CommandRejected) -> Out:
+    rejected = isinstance(e, m.CommandRejected)
+    reason = e.reason.value if rejected else None  # type: ignore[union-attr]
+    event_id = f"{e.account}/{e.command_id}/outcome"
+    if reason == Rejection.exists_with_different_payload:
+        event_id += f"/reused/{e.digest}"  # the original outcome keeps its own id
+    return Out(
+        "outcomes",
+        "CommandOutcome",
+        e.command_id,
+        {
+            "event_id": event_id,
+            "command_id": e.command_id,
+            "command_type": e.command_type,
+            "account": e.account,
+            "status": "rejected" if rejected else "accepted",
+            "reason": reason,
+            "digest": e.digest,
+            "ts": e.ts,
+        },
+    )
+
+
+def to_records(event: m.Event) -> Iterator[Out]:
+    match event:
+        case m.Posted():
+            yield from _postings(event)
+        case m.CommandAccepted() | m.CommandRejected():
+            yield _outcome(event)
+        case m.TransferHeld():
+            t = event.transfer
+            yield _lifecycle(t, "pending")
+            yield _transfer_step("credit", t, t.to_account)
+        case m.TransferPosted():
+            t = event.transfer
+            yield _lifecycle(t, "posted")
+            yield _transfer_step("settle", t, t.from_account)
+        case m.TransferTurnedBack():
+            t = event.transfer
+            yield _transfer_step("void", t, t.from_account, event.reason.value)
+        case m.TransferVoided():
+            yield _lifecycle(event.transfer, "voided", event.reason.value)
+        case m.AccountOpeningStarted():
+            yield _step(
+                "reserve_user",
+                event.command_id,
+                "open_account",
+                event.digest,
+                m.user_key(event.user),
+                event.ts,
+                account=event.account,
+                user=event.user,
+                currency=event.currency,
+            )
+        case m.UserReserved() | m.UserReservationRefused():
+            step = "user_reserved" if isinstance(event, m.UserReserved) else "user_taken"
+            yield _step(
+                step,
+                event.command_id,
+                "open_account",
+                event.digest,
+                event.account,
+                event.ts,
+                account=event.account,
+                user=event.user,
+            )
+        case m.AccountOpened():
+            yield _account_event(
+                event.command_id,
+                event.account,
+                "opened",
+                event.ts,
+                user=event.user,
+                currency=event.currency,
+            )
+        case m.AccountBlocked():
+            yield _account_event(
+                event.command_id, event.account, "blocked", event.ts, reason=event.reason
+            )
+        case m.AccountUnblocked():
+            yield _account_event(
+                event.command_id, event.account, "unblocked", event.ts, reason=event.reason
+            )
+        case m.RelationRequested():
+            yield _step(
+                "relate" if event.kind is not None else "unrelate",
+                event.command_id,
+                event.command_type,
+                event.digest,
+                event.related,
+                event.ts,
+                account=event.account,
+                other=event.related,
+                kind=event.kind,
+            )
+        case m.AccountsRelated():
+            yield _account_event(
+                event.command_id,
+                event.account,
+                "related",
+                event.ts,
+                related=event.related,
+                relation_kind=event.kind,
+            )
+        case m.AccountsUnrelated():
+            yield _account_event(
+                event.command_id, event.account, "unrelated", event.ts, related=event.related
+            )
+        case _:
+            # TransferSettled, AccountOpeningAbandoned: state-only; their outcome is separate.
+            return
+
+
+# --- State <-> changelog bytes (compact JSON: small, readable with kcat) ---
+
+
+def encode_state(state: m.State) -> bytes:
+    if isinstance(state, m.UserState):
+        return json.dumps(["u", state.user, state.account], separators=(",", ":")).encode()
+    return json.dumps(
+        [
+            "a",
+            state.account,
+            state.status.value,
+            state.user,
+            state.currency,
+            state.balance,
+            state.held,
+            state.seq,
+            [[r.command_id, r.digest, r.outcome] for r in state.recent],
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_state(data: bytes) -> m.State:
+    v = json.loads(data)
+    if v[0] == "u":
+        return m.UserState(v[1], v[2])
+    return m.AccountState(
+        v[1],
+        m.Status(v[2]),
+        v[3],
+        v[4],
+        v[5],
+        v[6],
+        v[7],
+        tuple(m.Remembered(c, d, o) for c, d, o in v[8]),
+    )
+
+
+def state_view(state: m.AccountState) -> dict[str, Any]:
+    """The public JSON shape of a customer account (``paystream balances --json``)."""
+    cur = state.currency
+    known = cur in CURRENCY_EXPONENTS
+    return {
+        "account": state.account,
+        "user": state.user,
+        "currency": cur,
+        "balance": format_amount(state.balance, cur) if known else str(state.balance),
+        "held": format_amount(state.held, cur) if known else str(state.held),
+        "status": state.status.value,
+        "seq": state.seq,
+    }

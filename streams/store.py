@@ -1,0 +1,152 @@
+"""Local state of the ledger agents: one rocksdict per input partition, rebuilt from a changelog.
+
+The compacted changelog topic is the truth; rocksdict is a cache of it that survives restarts.
+Each store keeps, atomically with its values, the changelog offset it has applied up to (its
+checkpoint). On every assignment the store reads the changelog from that checkpoint to the end,
+which also repairs the one gap a crash can leave: a transaction committed to Kafka whose state
+was not yet written locally.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
+
+from streams.errors import FatalProcessorError
+from streams.ledger.model import State
+from streams.records import decode_state, encode_state
+
+log = logging.getLogger(__name__)
+
+_CHECKPOINT = b"\x00changelog-next-offset"
+
+
+class PartitionStore:
+    """State of one partition: key -> state, plus the next changelog offset to apply."""
+
+    def __init__(self, path: Path, cache_entries_max: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = Rdict(str(path), options=Options(raw_mode=True))
+        self._cache: dict[str, State | None] = {}
+        self._cache_max = cache_entries_max
+
+    def get(self, key: str) -> State | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        raw = self._db.get(key.encode())
+        state = None if raw is None else decode_state(raw)
+        self._remember(key, state)
+        return state
+
+    def _remember(self, key: str, state: State | None) -> None:
+        if len(self._cache) >= self._cache_max:
+            # Drop the oldest entry (dicts keep insertion order): bounded, and cheap.
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = state
+
+    @property
+    def checkpoint(self) -> int:
+        raw = self._db.get(_CHECKPOINT)
+        return 0 if raw is None else int(raw)
+
+    def apply(self, states: dict[str, State], next_offset: int | None) -> None:
+        """Write committed states and the checkpoint in one atomic batch."""
+        wb = WriteBatch(raw_mode=True)
+        for key, state in states.items():
+            wb.put(key.encode(), encode_state(state))
+            self._cache[key] = state
+        if next_offset is not None:
+            wb.put(_CHECKPOINT, str(next_offset).encode())
+        self._db.write(wb)
+
+    def apply_raw(self, items: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
+        """Apply changelog records as they are (restore)."""
+        wb = WriteBatch(raw_mode=True)
+        for key, value in items:
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+            self._cache.pop(key.decode(), None)
+        wb.put(_CHECKPOINT, str(next_offset).encode())
+        self._db.write(wb)
+
+    def items(self) -> Iterator[tuple[str, State]]:
+        for k, v in self._db.items():
+            if k != _CHECKPOINT:
+                yield k.decode(), decode_state(v)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def wipe(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def restore(
+    consumer: Consumer,
+    store: PartitionStore,
+    topic: str,
+    partition: int,
+    *,
+    batch_records_max: int,
+    timeout_s: float,
+) -> int:
+    """Bring ``store`` up to the end of its changelog partition. Returns records applied.
+
+    Reads with read_committed up to the high watermark; an open transaction (a fenced
+    zombie's, until the coordinator aborts it) holds the end back, so we wait for it.
+    """
+    tp = TopicPartition(topic, partition)
+    low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    start = max(store.checkpoint, low)
+    if start >= high:
+        return 0
+    if store.checkpoint and store.checkpoint < low:
+        raise FatalProcessorError(f"changelog {topic}/{partition} lost records below {low}")
+    consumer.assign([TopicPartition(topic, partition, start)])
+    applied = 0
+    deadline = time.monotonic() + timeout_s
+    position = start
+    try:
+        while position < high:
+            if time.monotonic() > deadline:
+                raise FatalProcessorError(
+                    f"restore of {topic}/{partition} stuck at {position} < {high}"
+                )
+            msgs = consumer.consume(batch_records_max, timeout=0.5)
+            batch: list[tuple[bytes, bytes | None]] = []
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        # read_committed EOF is the last stable offset: past every marker.
+                        position = max(position, msg.offset())
+                        continue
+                    raise FatalProcessorError(f"restore of {topic}/{partition}: {err}")
+                key = msg.key()
+                if key is None:
+                    continue
+                batch.append((key, msg.value()))
+                position = msg.offset() + 1
+            if batch:
+                store.apply_raw(batch, position)
+                applied += len(batch)
+            if position >= high:
+                # New committed records may have landed meanwhile (a zombie's last commit).
+                _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        store.apply_raw([], position)
+    finally:
+        consumer.unassign()
+    log.info("restored %s/%d: %d records, now at %d", topic, partition, applied, position)
+    return applied
