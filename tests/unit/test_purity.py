@@ -1,0 +1,35 @@
+"""The ledger core imports nothing from Kafka, RocksDB, faust or any other adapter."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import streams.ledger
+
+CORE = Path(streams.ledger.__file__).parent
+ALLOWED_TOP_LEVEL = {"__future__", "dataclasses", "enum", "typing", "collections", "functools"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_core_imports_only_the_standard_library_it_needs() -> None:
+    files = sorted(CORE.glob("*.py"))
+    assert len(files) >= 6
+    for path in files:
+        for name in _imports(path):
+            assert name.split(".")[0] in ALLOWED_TOP_LEVEL, f"{path.name} imports {name}"
+
+
+def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import confluent_kafka\nfrom rocksdict import Rdict\n")
+    assert _imports(bad) == {"confluent_kafka", "rocksdict"}
