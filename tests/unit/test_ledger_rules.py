@@ -230,7 +230,7 @@ def test_duplicates_take_effect_once_and_reuse_is_rejected() -> None:
     assert [o["reason"] for o in reused] == ["exists_with_different_payload"]
     assert (
         reused[0]["event_id"]
-        != [o for o in ledger.outcomes if o["status"] == "accepted" and o["command_id"] == "d"][0][
+        != next(o for o in ledger.outcomes if o["status"] == "accepted" and o["command_id"] == "d")[
             "event_id"
         ]
     )
