@@ -24,8 +24,8 @@ class Limits:
     # Commit retries before the worker gives up on a batch and exits (supervisor restarts it).
     commit_retries_max: int = 5
     transaction_timeout_ms: int = 60_000
-    # Recent command ids remembered per account for duplicate detection.
-    command_memory_max: int = 32
+    # The core's own limits (recent command ids per account: 32; messages waiting for an
+    # opening account: 64) live in streams.ledger.model, since deciding depends on them.
     # Producer: librdkafka queue bound and linger.
     producer_queue_records_max: int = 500_000
     producer_linger_ms: int = 5

@@ -310,7 +310,7 @@ class LedgerProcessor:
         events = decide(state, message)
         if not events:
             return
-        new_state = evolve_all(state, events, self.limits.command_memory_max)
+        new_state = evolve_all(state, events)
         if new_state is not None and new_state is not state:
             states[key] = new_state
         ts_ms = ts // 1000

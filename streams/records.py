@@ -328,6 +328,75 @@ def to_records(event: m.Event) -> Iterator[Out]:
             return
 
 
+def command_record(cmd: m.Command) -> tuple[str, dict[str, Any]]:
+    """The Avro schema and record of a command (the inverse of ``to_command``)."""
+    match cmd:
+        case m.CreateTransfer():
+            return "Transfer", {
+                "command_id": cmd.command_id,
+                "from": cmd.from_account,
+                "to": cmd.to_account,
+                "amount": cmd.amount,
+            }
+        case m.Deposit() | m.Withdraw():
+            rec = {"command_id": cmd.command_id, "account": cmd.account, "amount": cmd.amount}
+            return type(cmd).__name__, rec
+        case m.OpenAccount():
+            return "OpenAccount", {
+                "command_id": cmd.command_id,
+                "account": cmd.account,
+                "user": cmd.user,
+                "currency": cmd.currency,
+            }
+        case m.BlockAccount() | m.UnblockAccount():
+            rec = {"command_id": cmd.command_id, "account": cmd.account, "reason": cmd.reason}
+            return type(cmd).__name__, rec
+        case m.RelateAccounts():
+            return "RelateAccounts", {
+                "command_id": cmd.command_id,
+                "account": cmd.account,
+                "related": cmd.related,
+                "kind": cmd.kind,
+            }
+        case m.UnrelateAccounts():
+            return "UnrelateAccounts", {
+                "command_id": cmd.command_id,
+                "account": cmd.account,
+                "related": cmd.related,
+            }
+
+
+def _deferred_to_json(msg: m.Deferrable) -> list[Any]:
+    if isinstance(msg, m.CreditTransfer):
+        return ["s", _transfer_step("credit", msg.transfer, msg.key).record]
+    if isinstance(msg, m.ConfirmRelation):
+        out = next(
+            to_records(
+                m.RelationRequested(
+                    msg.command_id,
+                    msg.command_type,
+                    msg.digest,
+                    msg.account,
+                    msg.related,
+                    msg.kind,
+                    msg.ts,
+                )
+            )
+        )
+        return ["s", out.record]
+    schema, record = command_record(msg)
+    return ["c", schema, record, msg.ts]
+
+
+def _deferred_from_json(v: list[Any]) -> m.Deferrable:
+    if v[0] == "s":
+        step = to_saga_step(v[1])
+        if not isinstance(step, m.CreditTransfer | m.ConfirmRelation):
+            raise BadRecord("bad_state", f"{type(step).__name__} cannot be deferred")
+        return step
+    return to_command(v[1], v[2], v[3])
+
+
 # --- State <-> changelog bytes (compact JSON: small, readable with kcat) ---
 
 
@@ -345,6 +414,7 @@ def encode_state(state: m.State) -> bytes:
             state.held,
             state.seq,
             [[r.command_id, r.digest, r.outcome] for r in state.recent],
+            [_deferred_to_json(d) for d in state.deferred],
         ],
         separators=(",", ":"),
     ).encode()
@@ -363,6 +433,7 @@ def decode_state(data: bytes) -> m.State:
         v[6],
         v[7],
         tuple(m.Remembered(c, d, o) for c, d, o in v[8]),
+        tuple(_deferred_from_json(d) for d in v[9]),
     )
 
 

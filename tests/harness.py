@@ -13,7 +13,8 @@ from typing import Any
 
 from streams.ledger import decide, evolve_all
 from streams.ledger import model as m
-from streams.records import to_command, to_records, to_saga_step
+from streams.ledger.model import COMMAND_MEMORY_MAX
+from streams.records import decode_state, encode_state, to_command, to_records, to_saga_step
 
 SCHEMA = {
     "open_account": "OpenAccount",
@@ -36,7 +37,7 @@ def command(obj: dict[str, Any], ts: int = 0) -> m.Command:
 
 @dataclass
 class InMemoryLedger:
-    memory_max: int = 32
+    memory_max: int = COMMAND_MEMORY_MAX
     states: dict[str, m.State] = field(default_factory=dict)
     inbox: list[m.SagaStep] = field(default_factory=list)
     postings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -52,6 +53,9 @@ class InMemoryLedger:
         events = decide(state, msg)
         new = evolve_all(state, events, self.memory_max)
         if new is not None:
+            # Through the changelog encoding, as in production: it must round-trip.
+            if decode_state(encode_state(new)) != new:
+                raise AssertionError(f"state does not round-trip: {new}")
             self.states[msg.key] = new
         for e in events:
             if isinstance(e, m.Posted):

@@ -8,9 +8,11 @@ same events with the same ids.
 from __future__ import annotations
 
 from .errors import InvariantViolation
+from .evolve import evolve_all
 from .invariants import BALANCE_MAX
 from .model import (
     ACCEPTED,
+    DEFERRED_MAX,
     AccountBlocked,
     AccountOpened,
     AccountOpeningAbandoned,
@@ -26,10 +28,12 @@ from .model import (
     ConfirmRelation,
     CreateTransfer,
     CreditTransfer,
+    Deferrable,
     Deposit,
     Event,
     Leg,
     Message,
+    MessageDeferred,
     OpenAccount,
     Posted,
     PostingKind,
@@ -68,13 +72,21 @@ def decide(state: State | None, msg: Message) -> list[Event]:
         case UserReservationResult():
             return _reservation_result(_account(state), msg)
         case CreditTransfer():
-            return _credit(_account(state), msg.transfer)
+            acct = _account(state)
+            if _opening(acct):
+                return _defer(
+                    acct, msg, TransferTurnedBack(msg.transfer, Rejection.credit_account_not_found)
+                )
+            return _credit(acct, msg.transfer)
         case SettleTransfer():
             return [TransferSettled(msg.transfer)]
         case VoidTransfer():
             return _void(_account(state), msg.transfer, msg.reason)
         case ConfirmRelation():
-            return _confirm_relation(_account(state), msg)
+            acct = _account(state)
+            if _opening(acct):
+                return _defer(acct, msg, None)
+            return _confirm_relation(acct, msg)
         case _:
             return _command(_account(state), msg)
 
@@ -89,6 +101,23 @@ def _user(state: State | None) -> UserState | None:
     if isinstance(state, AccountState):
         raise InvariantViolation(f"user step routed to account state {state.account!r}")
     return state
+
+
+def _opening(state: AccountState | None) -> bool:
+    return state is not None and state.status is Status.opening
+
+
+def _defer(state: AccountState | None, msg: Deferrable, overflow: Event | None) -> list[Event]:
+    """Keep a message for an opening account; past DEFERRED_MAX it is decided as if absent."""
+    if state is not None and len(state.deferred) < DEFERRED_MAX:
+        return [MessageDeferred(msg)]
+    if overflow is not None:
+        return [overflow]
+    if isinstance(msg, ConfirmRelation):
+        return _confirm_relation(None, msg)
+    if isinstance(msg, CreditTransfer):
+        return _credit(None, msg.transfer)
+    return _command(None, msg)
 
 
 def _valid_id(value: str) -> bool:
@@ -107,6 +136,8 @@ def _command(state: AccountState | None, cmd: Command) -> list[Event]:
             if seen.digest == cmd.digest:
                 return []  # a duplicate: the original outcome stands
             return [_reject(cmd, Rejection.exists_with_different_payload, remember=False)]
+    if _opening(state) and not isinstance(cmd, OpenAccount):
+        return _defer(state, cmd, None)
     match cmd:
         case OpenAccount():
             return _open(state, cmd)
@@ -347,12 +378,24 @@ def _reservation_result(state: AccountState | None, step: UserReservationResult)
     if pending is None or pending.outcome == ACCEPTED:
         raise InvariantViolation(f"reservation result for unknown command {step.command_id!r}")
     if step.reserved:
-        return [
+        events: list[Event] = [
             AccountOpened(step.command_id, step.account, step.user, state.currency, step.ts),
             CommandAccepted(
                 step.command_id, OpenAccount.command_type, step.account, step.digest, step.ts, True
             ),
         ]
+    else:
+        events = _abandon(step)
+    # Decide what waited for the opening, in arrival order, on the state as it now is.
+    current = evolve_all(state, events)
+    for msg in state.deferred:
+        more = decide(current, msg)
+        current = evolve_all(current, more)
+        events += more
+    return events
+
+
+def _abandon(step: UserReservationResult) -> list[Event]:
     return [
         AccountOpeningAbandoned(step.command_id, step.account, step.ts),
         CommandRejected(

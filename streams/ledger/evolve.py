@@ -8,6 +8,7 @@ from .errors import InvariantViolation
 from .invariants import check_account, check_posted
 from .model import (
     ACCEPTED,
+    COMMAND_MEMORY_MAX,
     PENDING,
     AccountBlocked,
     AccountOpened,
@@ -18,6 +19,7 @@ from .model import (
     CommandAccepted,
     CommandRejected,
     Event,
+    MessageDeferred,
     Posted,
     RelationRequested,
     Remembered,
@@ -30,11 +32,8 @@ from .model import (
     UserState,
 )
 
-# Recent command ids remembered per account (see paystream.config.Limits.command_memory_max).
-DEFAULT_MEMORY_MAX = 32
 
-
-def evolve(state: State | None, event: Event, memory_max: int = DEFAULT_MEMORY_MAX) -> State | None:
+def evolve(state: State | None, event: Event, memory_max: int = COMMAND_MEMORY_MAX) -> State | None:
     match event:
         case Posted():
             check_posted(event)
@@ -51,10 +50,16 @@ def evolve(state: State | None, event: Event, memory_max: int = DEFAULT_MEMORY_M
             )
         case UserReserved():
             return UserState(event.user, event.account)
+        case MessageDeferred():
+            s = _acct(state, event)
+            return replace(s, deferred=(*s.deferred, event.message))
         case AccountOpened():
-            return replace(_acct(state, event), status=Status.open)
+            # The deferred messages are decided right after, in the same step (see decide).
+            return replace(_acct(state, event), status=Status.open, deferred=())
         case AccountOpeningAbandoned():
-            return replace(_acct(state, event), status=Status.absent, user="", currency="")
+            return replace(
+                _acct(state, event), status=Status.absent, user="", currency="", deferred=()
+            )
         case CommandAccepted() | CommandRejected() if event.remember:
             outcome = event.reason.value if isinstance(event, CommandRejected) else ACCEPTED
             prev = state if isinstance(state, AccountState) else None
@@ -139,7 +144,7 @@ def _remember(
 
 
 def evolve_all(
-    state: State | None, events: list[Event], memory_max: int = DEFAULT_MEMORY_MAX
+    state: State | None, events: list[Event], memory_max: int = COMMAND_MEMORY_MAX
 ) -> State | None:
     for event in events:
         state = evolve(state, event, memory_max)

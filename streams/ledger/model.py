@@ -259,6 +259,9 @@ class ConfirmRelation:
         return self.related
 
 
+# What may wait for an opening account: anything addressed to it but the reservation result.
+Deferrable = Command | CreditTransfer | ConfirmRelation
+
 SagaStep = (
     ReserveUser
     | UserReservationResult
@@ -280,6 +283,10 @@ class Status(StrEnum):
     blocked = "blocked"
 
 
+# Limits of the core (documented in the README; paystream.config.Limits refers to them).
+COMMAND_MEMORY_MAX = 32  # recent command ids remembered per account
+DEFERRED_MAX = 64  # messages kept while an account is opening
+
 PENDING = "pending"
 ACCEPTED = "accepted"
 
@@ -300,7 +307,9 @@ class AccountState:
     balance: int = 0  # ledger balance in minor units; holds are already debited
     held: int = 0  # part of the debits still in flight (pending transfers)
     seq: int = 0  # number of ledger postings on this account
-    recent: tuple[Remembered, ...] = ()  # newest last, bounded by the memory limit
+    recent: tuple[Remembered, ...] = ()  # newest last, bounded by COMMAND_MEMORY_MAX
+    # Messages that arrived while the account was opening, replayed once it opens (or not).
+    deferred: tuple[Deferrable, ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -494,8 +503,16 @@ class AccountsUnrelated:
     ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class MessageDeferred:
+    """The account is still opening: keep the message and decide it once the opening ends."""
+
+    message: Deferrable
+
+
 Event = (
-    Posted
+    MessageDeferred
+    | Posted
     | CommandAccepted
     | CommandRejected
     | AccountOpeningStarted

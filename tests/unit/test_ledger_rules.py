@@ -331,3 +331,41 @@ def test_decide_is_deterministic() -> None:
     assert decide(state, cmd) == decide(state, cmd)
     assert all(getattr(e, "ts", 42) == 42 for e in decide(state, cmd))
     assert Rejection("insufficient_funds") is Rejection.insufficient_funds
+
+
+def test_commands_for_an_opening_account_wait_for_it() -> None:
+    ledger = InMemoryLedger()
+    ledger.submit(
+        {"type": "open_account", "command_id": "o", "account": "a", "user": "u", "currency": "USD"}
+    )
+    ledger.submit({"type": "deposit", "command_id": "d", "account": "a", "amount": "5.00"})
+    ledger.submit(
+        {"type": "open_account", "command_id": "o2", "account": "b", "user": "u", "currency": "USD"}
+    )
+    ledger.submit({"type": "deposit", "command_id": "d2", "account": "b", "amount": "5.00"})
+    assert ledger.account("a").status is m.Status.opening
+    assert len(ledger.account("a").deferred) == 1
+    ledger.drain()
+    assert outcome(ledger, "d") == "accepted"
+    assert ledger.account("a").balance == 500
+    assert outcome(ledger, "o2") == "user_has_account"
+    assert outcome(ledger, "d2") == "account_not_found"
+
+
+def test_a_credit_for_an_opening_account_waits_too() -> None:
+    ledger = opened("a", deposit="10.00")
+    ledger.submit(
+        {
+            "type": "open_account",
+            "command_id": "o",
+            "account": "b",
+            "user": "u-b",
+            "currency": "USD",
+        }
+    )
+    ledger.submit({"type": "transfer", "command_id": "t", "from": "a", "to": "b", "amount": "2.00"})
+    ledger.step(1)  # the credit reaches b before its user reservation comes back
+    assert len(ledger.account("b").deferred) == 1
+    ledger.drain()
+    assert outcome(ledger, "t") == "accepted"
+    assert ledger.account("b").balance == 200

@@ -1,0 +1,185 @@
+"""Wiring: the one place that builds the stack from settings. Nothing here runs at import.
+
+The stack is: the embedded Kafka cluster (unless ``PAYSTREAM_BOOTSTRAP`` names an external
+one), the declared topics, and N ledger workers, each a background process recorded by the
+supervisor under ``var/run`` with its log under ``var/log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ops.kafka import KafkaCluster, ensure_jars, kafka_version
+from ops.procs import Supervisor
+from ops.topics import ensure_topics
+from paystream.config import KAFKA_VERSION, Settings
+
+log = logging.getLogger(__name__)
+
+WORKER_ROLE = "ledger-worker"
+DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    """What ``up`` last brought up; a later ``up`` without flags brings up the same."""
+
+    workers: int = DEFAULT_WORKERS
+    brokers: int = 1
+
+    @staticmethod
+    def load(home: Path) -> StackConfig:
+        path = home / "stack.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            return StackConfig(int(data["workers"]), int(data["brokers"]))
+        return StackConfig()
+
+    def save(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "stack.json").write_text(
+            json.dumps({"workers": self.workers, "brokers": self.brokers})
+        )
+
+
+def cluster(settings: Settings, brokers: int | None = None) -> KafkaCluster | None:
+    if settings.bootstrap:
+        return None
+    n = brokers or StackConfig.load(settings.home).brokers
+    return KafkaCluster(settings.home, brokers=n, port_base=settings.broker_port_base)
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    c = cluster(settings)
+    return settings.bootstrap if c is None else c.bootstrap  # type: ignore[return-value]
+
+
+def resolved(settings: Settings) -> Settings:
+    """Settings with ``bootstrap`` filled in (for processes and clients)."""
+    stack = StackConfig.load(settings.home)
+    return settings.with_(bootstrap=bootstrap_servers(settings), brokers=stack.brokers)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment a background process needs to see the same settings."""
+    return {
+        "PAYSTREAM_HOME": str(settings.home),
+        "PAYSTREAM_BOOTSTRAP": bootstrap_servers(settings),
+        "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "PAYSTREAM_PARTITIONS": str(settings.partitions),
+        "PAYSTREAM_BROKERS": str(StackConfig.load(settings.home).brokers),
+        **(
+            {"PAYSTREAM_CLICKHOUSE_DSN": settings.clickhouse_dsn} if settings.clickhouse_dsn else {}
+        ),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def worker_name(i: int) -> str:
+    return f"ledger-{i}"
+
+
+def up(
+    settings: Settings, workers: int | None = None, brokers: int | None = None
+) -> dict[str, Any]:
+    """Start whatever is not running and return when all of it is ready. Idempotent."""
+    prev = StackConfig.load(settings.home)
+    stack = StackConfig(workers or prev.workers, brokers or prev.brokers)
+    stack.save(settings.home)
+    c = cluster(settings, stack.brokers)
+    if c is not None:
+        ensure_jars()
+        c.start(timeout_s=settings.limits.broker_start_timeout_s)
+    bootstrap = bootstrap_servers(settings)
+    ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, stack.brokers)
+    sup = Supervisor(settings.home)
+    env = child_env(settings)
+    for i in range(1, stack.workers + 1):
+        sup.start(
+            worker_name(i),
+            WORKER_ROLE,
+            [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(i)],
+            env=env,
+        )
+    # Workers scaled down since the last `up` are stopped.
+    for p in sup.list():
+        if p["role"] == WORKER_ROLE and int(p["name"].split("-")[1]) > stack.workers:
+            sup.stop(p["name"])
+    _wait_workers_alive(sup, stack.workers, settings.limits.process_start_timeout_s)
+    return status(settings)
+
+
+def _wait_workers_alive(sup: Supervisor, n: int, timeout_s: float) -> None:
+    # A worker that dies on start (bad config, missing topic) shows up here, not later.
+    time.sleep(1.0)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dead = [worker_name(i) for i in range(1, n + 1) if not sup.alive(worker_name(i))]
+        if not dead:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers not alive: {dead}; see `paystream logs {dead[0]}`")
+        time.sleep(0.2)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what ``up`` started: workers first, brokers last."""
+    sup = Supervisor(settings.home)
+    stopped = sup.stop_all(roles={p["role"] for p in sup.list() if p["role"] != "broker"})
+    c = cluster(settings)
+    if c is not None:
+        stopped += [f"kafka-{i}" for i in c.node_ids if c.supervisor.alive(f"kafka-{i}")]
+        c.stop()
+    return stopped
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    c = cluster(settings)
+    version = KAFKA_VERSION
+    try:
+        version = kafka_version()
+    except Exception:  # jars not fetched yet: report the declared version
+        log.debug("kafka jars not found", exc_info=True)
+    return {
+        "broker": {
+            "version": version,
+            "bootstrap": bootstrap_servers(settings),
+            "embedded": c is not None,
+        },
+        "processes": Supervisor(settings.home).list(),
+    }
+
+
+def run_worker(settings: Settings, instance: int) -> int:
+    """Entry point of a ledger worker process."""
+    from streams.errors import FatalProcessorError
+    from streams.processor import LedgerProcessor
+
+    settings = resolved(settings)
+    processor = LedgerProcessor(settings, instance)
+    try:
+        processor.run()
+    except FatalProcessorError as exc:
+        log.error("ledger worker %d stops: %s", instance, exc)
+        return 3
+    return 0
+
+
+def configure_logging(verbose: bool = False) -> None:
+    level = (
+        logging.DEBUG
+        if verbose
+        else getattr(logging, os.environ.get("PAYSTREAM_LOG_LEVEL", "INFO"))
+    )
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,380 @@
+"""The ``paystream`` command line. Verbs, flags and ``--json`` shapes are a public contract."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from paystream import __version__
+from paystream.config import Settings, load_settings
+
+EPILOG = """\
+environment:
+  PAYSTREAM_HOME          state, logs and pid files (default: ./var in the checkout)
+  PAYSTREAM_BOOTSTRAP     an external Kafka cluster (default: the embedded broker)
+  PAYSTREAM_BROKER_PORT   first port of the embedded broker (default 9092)
+  PAYSTREAM_PARTITIONS    partitions of new topics (default 12)
+  PAYSTREAM_TOPIC_PREFIX  a namespace in front of every topic name (default none)
+"""
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=None, separators=(",", ":"))
+    sys.stdout.write("\n")
+
+
+def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*columns, title=title)
+    for r in rows:
+        t.add_row(*[str(v) for v in r])
+    Console().print(t)
+
+
+def _resolved(settings: Settings) -> Settings:
+    from paystream.bootstrap import resolved
+
+    return resolved(settings)
+
+
+# --- verbs ---
+
+
+def cmd_up(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import up
+
+    st = up(s, workers=a.workers, brokers=a.brokers)
+    if a.json:
+        _print_json(st)
+    else:
+        print(f"paystream is up: Kafka {st['broker']['version']} at {st['broker']['bootstrap']}")
+        for p in st["processes"]:
+            print(
+                f"  {p['name']:<12} {p['role']:<14} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}"
+            )
+    return 0
+
+
+def cmd_down(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import down
+
+    stopped = down(s)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import status
+
+    st = status(s)
+    if a.json:
+        _print_json(st)
+        return 0
+    b = st["broker"]
+    print(
+        f"broker: Kafka {b['version']} at {b['bootstrap']} ({'embedded' if b['embedded'] else 'external'})"
+    )
+    _table(
+        ["name", "role", "pid", "alive"],
+        [[p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO"] for p in st["processes"]],
+    )
+    return 0 if all(p["alive"] for p in st["processes"]) else 1
+
+
+def cmd_logs(a: argparse.Namespace, s: Settings) -> int:
+    from ops.procs import Supervisor
+
+    sup = Supervisor(s.home)
+    names = [a.name] if a.name else [p["name"] for p in sup.list()]
+    for name in names:
+        path = sup.log_path(name)
+        if not path.exists():
+            print(f"no log for {name} at {path}", file=sys.stderr)
+            continue
+        lines = path.read_text(errors="replace").splitlines()[-a.lines :]
+        print(f"==> {name} ({path}) <==")
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_topics(a: argparse.Namespace, s: Settings) -> int:
+    from ops.topics import TOPICS, topic_drift
+
+    s = _resolved(s)
+    drifts = topic_drift(s.bootstrap or "", s.topic_prefix, s.partitions, s.brokers)
+    rows = [
+        {"name": s.topic_prefix + t.name, "doc": t.doc, "compacted": t.compacted} for t in TOPICS
+    ]
+    if a.json:
+        _print_json(
+            {
+                "topics": rows,
+                "drift": [
+                    d.__dict__
+                    if hasattr(d, "__dict__")
+                    else {
+                        "topic": d.topic,
+                        "what": d.what,
+                        "declared": d.declared,
+                        "actual": d.actual,
+                    }
+                    for d in drifts
+                ],
+            }
+        )
+    else:
+        _table(
+            ["topic", "compacted", "what it holds"],
+            [[r["name"], r["compacted"], r["doc"]] for r in rows],
+        )
+        for d in drifts:
+            print(f"drift: {d.topic} {d.what}: declared {d.declared}, actual {d.actual}")
+    return 1 if drifts else 0
+
+
+def cmd_send(a: argparse.Namespace, s: Settings) -> int:
+    from producers.send import send_file, send_one
+
+    s = _resolved(s)
+    if a.file:
+        report = send_file(s, a.file, progress=not a.no_progress)
+        print(
+            f"sent {report.sent}, invalid {report.invalid}, failed {report.failed}", file=sys.stderr
+        )
+        return report.exit_code
+    if not a.type:
+        print("paystream send: give a command TYPE with its flags, or --file F", file=sys.stderr)
+        return 2
+    fields = {k: v for k, v in vars(a).items() if k in _FIELDS and v is not None}
+    command_id, report = send_one(s, a.type, fields)
+    if report.exit_code == 0:
+        print(command_id)
+    return report.exit_code
+
+
+_FIELDS = (
+    "command_id",
+    "account",
+    "user",
+    "currency",
+    "amount",
+    "from",
+    "to",
+    "reason",
+    "related",
+    "kind",
+)
+
+
+def cmd_wait(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.queries import wait
+
+    ok = wait(_resolved(s), a.timeout)
+    if not ok:
+        print(f"paystream wait: not caught up after {a.timeout}s", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_balances(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.queries import balances
+
+    rows = [
+        {k: r[k] for k in ("account", "user", "currency", "balance", "status")}
+        for r in balances(_resolved(s))
+    ]
+    if a.json:
+        _print_json(rows)
+    else:
+        _table(
+            ["account", "user", "currency", "balance", "status"], [list(r.values()) for r in rows]
+        )
+    return 0
+
+
+def cmd_balance(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.queries import account
+
+    view = account(_resolved(s), a.account)
+    if view is None:
+        print(f"no account {a.account!r}", file=sys.stderr)
+        return 1
+    if a.json:
+        _print_json(view)
+    else:
+        print(
+            f"{view['account']}: {view['balance']} {view['currency']} ({view['status']}; held {view['held']})"
+        )
+    return 0
+
+
+def cmd_outcome(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.queries import outcomes
+
+    found = outcomes(_resolved(s), a.command_id)
+    if not found:
+        print(f"no outcome yet for {a.command_id!r}", file=sys.stderr)
+        return 1
+    if a.json:
+        _print_json(found[0] if len(found) == 1 else found)
+    else:
+        for o in found:
+            print(
+                f"{o['command_id']}: {o['status']}"
+                + (f" ({o['reason']})" if o["reason"] else "")
+                + f" [{o['command_type']} on {o['account']}]"
+            )
+    return 0
+
+
+def cmd_replay(a: argparse.Namespace, s: Settings) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from paystream.queries import replay, verify
+
+    s = _resolved(s)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description} {task.completed} events"),
+        transient=True,
+        disable=a.json or not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task("replaying the ledger log", total=None)
+        r = replay(s, on_progress=lambda n: progress.advance(task, n))
+    problems = list(r.problems)
+    if a.verify:
+        problems += verify(s, r)
+    rate = r.events / r.seconds if r.seconds else 0.0
+    if a.json:
+        _print_json(
+            {
+                "events": r.events,
+                "seconds": round(r.seconds, 3),
+                "events_per_s": round(rate),
+                "accounts": sum(1 for k in r.balances if not k.startswith("@")),
+                "problems": problems,
+            }
+        )
+    else:
+        print(
+            f"replayed {r.events} ledger events in {r.seconds:.2f}s ({rate:,.0f}/s) over "
+            f"{sum(1 for k in r.balances if not k.startswith('@'))} accounts"
+        )
+        for p in problems:
+            print(f"MISMATCH {p}")
+        if not problems:
+            print(
+                "the ledger log balances: zero-sum, no gaps, no duplicates"
+                + (", equal to live state" if a.verify else "")
+            )
+    return 1 if problems else 0
+
+
+def cmd_demo(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.demo import run_demo
+
+    return run_demo(
+        _resolved(s), accounts=a.accounts, transfers=a.transfers, seed=a.seed, as_json=a.json
+    )
+
+
+def cmd_worker(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import configure_logging, run_worker
+
+    configure_logging()
+    return run_worker(s, a.instance)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="paystream",
+        description="A Kafka-native, exactly-once payment ledger.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"paystream {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(
+        name: str,
+        fn: Callable[[argparse.Namespace, Settings], int],
+        help: str,
+        json_flag: bool = False,
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    sp = verb(
+        "up", cmd_up, "start whatever part of the stack is not running; return when ready", True
+    )
+    sp.add_argument(
+        "--workers", type=int, help="ledger worker processes (default: last value, or 2)"
+    )
+    sp.add_argument("--brokers", type=int, help="embedded Kafka brokers (1, or 3 for a cluster)")
+    verb("down", cmd_down, "stop what `up` started (data is kept)")
+    verb("status", cmd_status, "the broker and every process, alive or not", True)
+    sp = verb("logs", cmd_logs, "the last lines of each process log")
+    sp.add_argument("name", nargs="?", help="one process (see `status`)")
+    sp.add_argument("-n", "--lines", type=int, default=40)
+    verb("topics", cmd_topics, "declared topics, and drift from the broker's actual config", True)
+
+    sp = verb("send", cmd_send, "send one command (TYPE --flags) or a JSON-lines file")
+    sp.add_argument(
+        "type",
+        nargs="?",
+        help="open_account, deposit, withdraw, transfer, block_account, unblock_account, relate_accounts, unrelate_accounts",
+    )
+    sp.add_argument("--file", "-f", help="JSON lines to send ('-' for stdin)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument(
+        "--command-id", dest="command_id", help="idempotency key (default: a new UUID, printed)"
+    )
+    for f in ("account", "user", "currency", "amount", "reason", "related", "kind"):
+        sp.add_argument(f"--{f}")
+    sp.add_argument("--from", dest="from")
+    sp.add_argument("--to", dest="to")
+
+    sp = verb("wait", cmd_wait, "return once every command produced before the call is processed")
+    sp.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds (default 120); exit 1 after"
+    )
+    verb("balances", cmd_balances, "every customer account and its balance", True)
+    sp = verb("balance", cmd_balance, "one account", True)
+    sp.add_argument("account")
+    sp = verb("outcome", cmd_outcome, "what became of a command", True)
+    sp.add_argument("command_id")
+    sp = verb("replay", cmd_replay, "rebuild every balance from the ledger log alone", True)
+    sp.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare with the live state; exit 1 on any difference",
+    )
+    sp = verb("demo", cmd_demo, "send a phased demo workload and print a verified summary", True)
+    sp.add_argument("--accounts", type=int, default=2000)
+    sp.add_argument("--transfers", type=int, default=20000)
+    sp.add_argument("--seed", type=int, default=7)
+    sp = sub.add_parser("worker")  # internal: no help, so it stays out of the list
+    sp.set_defaults(fn=cmd_worker)
+    sp.add_argument("--instance", type=int, required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    try:
+        return int(args.fn(args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Reading the ledger back from Kafka: live state, outcomes, the replay audit and ``wait``.
+
+The live state is the ledger agents' compacted changelog (committed state only). The replay
+folds the ledger log from offset 0, independently of that state, and compares the two.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from ops.topics import TopicNames
+from paystream.config import Settings
+from schemas.codec import Codec
+from streams.ledger import model as m
+from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
+from streams.partitioner import partition_for
+from streams.processor import LEDGER_GROUP
+from streams.records import decode_state, state_view
+
+
+def _consumer(settings: Settings, **extra: Any) -> Consumer:
+    conf = {
+        "bootstrap.servers": settings.bootstrap,
+        "group.id": f"paystream-cli-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,
+        "queued.max.messages.kbytes": 131072,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def scan(
+    settings: Settings,
+    topic: str,
+    partitions: list[int] | None = None,
+    batch: int = 10_000,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[Message]:
+    """Every committed record of ``topic`` (or some partitions) from the start to the end."""
+    c = _consumer(settings)
+    try:
+        md = c.list_topics(topic, timeout=30)
+        parts = sorted(md.topics[topic].partitions) if partitions is None else partitions
+        ends: dict[int, int] = {}
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        c.assign([TopicPartition(topic, p, 0) for p in ends])
+        open_parts = set(ends)
+        while open_parts:
+            msgs = c.consume(batch, timeout=1.0)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        open_parts.discard(msg.partition())
+                        continue
+                    raise RuntimeError(f"reading {topic}: {err}")
+                yield msg
+            if on_progress and msgs:
+                on_progress(len(msgs))
+    finally:
+        c.close()
+
+
+def live_state(settings: Settings) -> dict[str, m.State]:
+    """The committed state of every agent key, from the changelog."""
+    states: dict[str, m.State] = {}
+    for msg in scan(settings, TopicNames(settings.topic_prefix).ledger_state):
+        key = (msg.key() or b"").decode()
+        value = msg.value()
+        if value is None:
+            states.pop(key, None)
+        else:
+            states[key] = decode_state(value)
+    return states
+
+
+def balances(settings: Settings) -> list[dict[str, Any]]:
+    """Every customer account (open or blocked), sorted by account id."""
+    out = [
+        state_view(s)
+        for s in live_state(settings).values()
+        if isinstance(s, m.AccountState) and s.exists
+    ]
+    return sorted(out, key=lambda v: v["account"])
+
+
+def account(settings: Settings, account_id: str) -> dict[str, Any] | None:
+    topic = TopicNames(settings.topic_prefix).ledger_state
+    n = _partitions(settings, topic)
+    found: m.State | None = None
+    for msg in scan(settings, topic, [partition_for(account_id, n)]):
+        if (msg.key() or b"").decode() == account_id:
+            found = None if msg.value() is None else decode_state(msg.value())
+    if isinstance(found, m.AccountState) and found.exists:
+        return state_view(found)
+    return None
+
+
+def outcomes(settings: Settings, command_id: str) -> list[dict[str, Any]]:
+    """Every outcome record for ``command_id`` (normally one), oldest first."""
+    topic = TopicNames(settings.topic_prefix).outcomes
+    n = _partitions(settings, topic)
+    codec = Codec.default()
+    found = []
+    for msg in scan(settings, topic, [partition_for(command_id, n)]):
+        if (msg.key() or b"").decode() == command_id:
+            found.append(codec.decode(msg.value() or b"")[1])
+    return found
+
+
+def _partitions(settings: Settings, topic: str) -> int:
+    c = _consumer(settings)
+    try:
+        return len(c.list_topics(topic, timeout=30).topics[topic].partitions)
+    finally:
+        c.close()
+
+
+# --- replay: the auditor's fold of the ledger log ---
+
+
+@dataclass
+class Replay:
+    events: int = 0
+    seconds: float = 0.0
+    balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    currency: dict[str, str] = field(default_factory=dict)
+    seqs: dict[str, int] = field(default_factory=dict)
+    entry_sums: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    problems: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+    def totals(self) -> dict[str, int]:
+        t: dict[str, int] = defaultdict(int)
+        for acct, bal in self.balances.items():
+            t[self.currency[acct]] += bal
+        return dict(t)
+
+
+def replay(settings: Settings, on_progress: Callable[[int], None] | None = None) -> Replay:
+    """Fold the whole ledger log: balances, sequence gaps, duplicate and unbalanced entries."""
+    codec = Codec.default()
+    r = Replay()
+    seen: set[str] = set()
+    started = time.perf_counter()
+    decode = codec.decode
+    for msg in scan(settings, TopicNames(settings.topic_prefix).ledger, on_progress=on_progress):
+        e = decode(msg.value())[1]
+        eid = e["event_id"]
+        if eid in seen:
+            r.duplicates += 1
+            r.problems.append(f"duplicate ledger event {eid}")
+            continue
+        seen.add(eid)
+        acct = e["account"]
+        cur = e["currency"]
+        amount = parse_signed(e["amount"], cur)
+        r.balances[acct] += amount
+        r.currency[acct] = cur
+        r.entry_sums[e["entry_id"]] += amount
+        if not acct.startswith("@"):
+            expected = r.seqs.get(acct, 0) + 1
+            if e["account_seq"] != expected:
+                r.problems.append(f"{acct}: sequence {e['account_seq']}, expected {expected}")
+            r.seqs[acct] = e["account_seq"]
+            if parse_signed(e["balance_after"], cur) != r.balances[acct]:
+                r.problems.append(f"{acct}: balance_after differs from the fold at {eid}")
+        r.events += 1
+    r.seconds = time.perf_counter() - started
+    for entry, total in r.entry_sums.items():
+        if total != 0:
+            r.problems.append(f"entry {entry} is not zero-sum ({total})")
+    for cur, total in r.totals().items():
+        if total != 0:
+            r.problems.append(f"{cur} does not sum to zero over all accounts ({total})")
+    return r
+
+
+def verify(settings: Settings, r: Replay) -> list[str]:
+    """Differences between the replayed balances and the live state."""
+    live = {
+        k: s for k, s in live_state(settings).items() if isinstance(s, m.AccountState) and s.exists
+    }
+    diffs = []
+    for acct in sorted(set(live) | {a for a in r.balances if not a.startswith("@")}):
+        s = live.get(acct)
+        replayed = r.balances.get(acct, 0)
+        if s is None:
+            diffs.append(f"{acct}: in the ledger log but not a live account")
+        elif s.balance != replayed:
+            cur = s.currency if s.currency in CURRENCY_EXPONENTS else "USD"
+            diffs.append(
+                f"{acct}: live {format_amount(s.balance, cur)} != replayed {format_amount(replayed, cur)}"
+            )
+    return diffs
+
+
+# --- wait: until everything produced so far has been processed ---
+
+
+def _committed(c: Consumer, group_topic_parts: list[TopicPartition]) -> dict[tuple[str, int], int]:
+    return {
+        (tp.topic, tp.partition): tp.offset for tp in c.committed(group_topic_parts, timeout=30)
+    }
+
+
+def _ends(c: Consumer, topic: str) -> dict[tuple[str, int], int]:
+    md = c.list_topics(topic, timeout=30)
+    return {
+        (topic, p): c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+        for p in md.topics[topic].partitions
+    }
+
+
+def _visible_between(settings: Settings, ranges: dict[tuple[str, int], tuple[int, int]]) -> bool:
+    """Is a committed record visible in any [start, end)? Markers and aborted records are not."""
+    if not ranges:
+        return False
+    c = _consumer(settings)
+    try:
+        c.assign([TopicPartition(t, p, start) for (t, p), (start, _) in ranges.items()])
+        remaining = set(ranges)
+        deadline = time.monotonic() + 10
+        while remaining and time.monotonic() < deadline:
+            for msg in c.consume(100, timeout=0.5):
+                k = (msg.topic(), msg.partition())
+                err = msg.error()
+                if err is None:
+                    if msg.offset() < ranges[k][1]:
+                        return True
+                    remaining.discard(k)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(k)
+        return bool(remaining)  # could not tell in time: say "not caught up"
+    finally:
+        c.close()
+
+
+def caught_up(
+    settings: Settings,
+    group: str,
+    topics: list[str],
+    targets: dict[tuple[str, int], int] | None = None,
+) -> bool:
+    """Has ``group`` consumed every committed record of ``topics`` (below ``targets``)?"""
+    probe = _consumer(settings, **{"group.id": group})
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        for t in topics:
+            ends.update(_ends(probe, t))
+        if targets:
+            ends.update({k: v for k, v in targets.items() if k in ends})
+        committed = _committed(probe, [TopicPartition(t, p) for (t, p) in ends])
+    finally:
+        probe.close()
+    # A partition never committed has offset -1001 (none): it is behind only if it has records.
+    # Transaction markers sit between the committed offset and the end, so "behind" is settled
+    # by looking for a visible record in between.
+    behind = {
+        k: (max(committed.get(k, -1), 0), end)
+        for k, end in ends.items()
+        if max(committed.get(k, -1), 0) < end
+    }
+    return not _visible_between(settings, behind)
+
+
+def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:
+    """Return True once every command produced before the call is fully processed."""
+    names = TopicNames(settings.topic_prefix)
+    group = settings.topic_prefix + LEDGER_GROUP
+    deadline = time.monotonic() + timeout_s
+    probe = _consumer(settings)
+    try:
+        targets = _ends(probe, names.commands)
+    finally:
+        probe.close()
+    while not caught_up(settings, group, [names.commands], targets):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    # Sagas: caught up twice in a row means no step is still producing another.
+    stable = 0
+    while stable < 2:
+        if caught_up(settings, group, [names.saga]):
+            stable += 1
+        else:
+            stable = 0
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
+    return True

@@ -1,0 +1,1 @@
+"""Getting commands into paystream: the JSON command format and the Kafka producer."""
