@@ -23,13 +23,11 @@ from pathlib import Path
 # Runnable as `python bench/bench_producer.py` from a checkout that is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from confluent_kafka.admin import AdminClient  # noqa: E402
+from confluent_kafka.admin import AdminClient
 
-from ops.topics import ensure_topics  # noqa: E402
-from paystream.config import Settings  # noqa: E402
-from producers.producer import CommandProducer  # noqa: E402
-
-log = logging.getLogger("bench.producer")
+from ops.topics import ensure_topics
+from paystream.config import Settings
+from producers.producer import CommandProducer
 
 TARGET_PER_S = 100_000
 ACCOUNTS = 10_000

@@ -170,7 +170,10 @@ class KafkaCluster:
         self.supervisor = Supervisor(self.home)
 
     def __repr__(self) -> str:
-        return f"KafkaCluster(home={str(self.home)!r}, brokers={self.brokers}, bootstrap={self.bootstrap!r})"
+        return (
+            f"KafkaCluster(home={str(self.home)!r}, brokers={self.brokers}, "
+            f"bootstrap={self.bootstrap!r})"
+        )
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -287,12 +290,12 @@ class KafkaCluster:
                     )
             # Wait for the sockets first: a client aimed at closed ports logs an error per try.
             if admin is None and all(_port_accepts(self.broker_port(i)) for i in want):
-                admin = AdminClient(
-                    {
-                        "bootstrap.servers": self.bootstrap,
-                        "logger": logging.getLogger(f"{__name__}.rdkafka"),
-                    }
-                )
+                # librdkafka's own log goes through logging, not straight to stderr.
+                conf: dict[str, Any] = {
+                    "bootstrap.servers": self.bootstrap,
+                    "logger": logging.getLogger(f"{__name__}.rdkafka"),
+                }
+                admin = AdminClient(conf)
             if admin is not None:
                 try:
                     md = admin.list_topics(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
@@ -345,14 +348,18 @@ class KafkaCluster:
                     "kafka.Kafka",
                     str(self.node_dir(i) / "server.properties"),
                 ]
-                pid = self.supervisor.start(self.node_name(i), BROKER_ROLE, argv, cwd=self.node_dir(i))
+                pid = self.supervisor.start(
+                    self.node_name(i), BROKER_ROLE, argv, cwd=self.node_dir(i)
+                )
                 _write_atomic(self.pid_file(i), f"{pid}\n")
 
     def _stop(self, ids: list[int], timeout_s: float) -> list[str]:
         with self._lock():
             # All at once: a controller quorum stopped one by one can lose its majority while
             # the last brokers still wait for a controlled shutdown.
-            stopped = self.supervisor.stop_many([self.node_name(i) for i in reversed(ids)], timeout_s)
+            stopped = self.supervisor.stop_many(
+                [self.node_name(i) for i in reversed(ids)], timeout_s
+            )
             for i in ids:
                 if not self.supervisor.alive(self.node_name(i)):
                     with contextlib.suppress(FileNotFoundError):
@@ -455,7 +462,9 @@ class KafkaCluster:
             if proc.returncode != 0 or not (self.data_dir(i) / "meta.properties").exists():
                 failures.append(f"{self.node_name(i)} (exit {proc.returncode}):\n{_tail(out)}")
         if failures:
-            raise KafkaSetupError("kafka.tools.StorageTool format failed for " + "\n".join(failures))
+            raise KafkaSetupError(
+                "kafka.tools.StorageTool format failed for " + "\n".join(failures)
+            )
 
 
 def _log4j_properties(log_file: Path) -> dict[str, str]:

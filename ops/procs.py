@@ -47,7 +47,7 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 def _reap_children() -> None:
     for pid, proc in list(_CHILDREN.items()):
         if proc.poll() is not None:
-            del _CHILDREN[pid]
+            _CHILDREN.pop(pid, None)  # another thread may have reaped it first
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ def _same_process(pid: int, create_time: float) -> bool:
         proc = psutil.Process(pid)
         if abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE_S:
             return False
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -214,13 +214,19 @@ class Supervisor:
         return rec.pid
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> bool:
-        """Send ``sig`` to ``name`` if it is alive; the record stays (status shows it dead)."""
+        """Send ``sig`` to ``name`` if it is alive; the record stays (status shows it dead).
+
+        After SIGKILL this returns once the process is gone, so a following ``start`` starts a
+        new one instead of finding the dying one still alive.
+        """
         rec = self.record(name)
         if rec is None:
             return False
         sent = _signal_exact(rec.pid, rec.create_time, sig)
         if sent:
             log.info("sent signal %s to %s pid %d", signal.Signals(sig).name, name, rec.pid)
+            if sig == signal.SIGKILL and _wait_gone([rec], time.monotonic() + _KILL_GRACE_S):
+                log.error("%s pid %d survived SIGKILL", name, rec.pid)
         return sent
 
     def stop(self, name: str, timeout_s: float = 30.0) -> bool:
@@ -241,7 +247,9 @@ class Supervisor:
         live = [r for r in recs if _signal_exact(r.pid, r.create_time, signal.SIGTERM)]
         left = _wait_gone(live, time.monotonic() + timeout_s)
         for r in left:
-            log.warning("%s pid %d ignored SIGTERM for %.0fs; sending SIGKILL", r.name, r.pid, timeout_s)
+            log.warning(
+                "%s pid %d ignored SIGTERM for %.0fs; sending SIGKILL", r.name, r.pid, timeout_s
+            )
             _signal_exact(r.pid, r.create_time, signal.SIGKILL)
         stuck = {r.name for r in _wait_gone(left, time.monotonic() + _KILL_GRACE_S)}
         for r in recs:
@@ -264,7 +272,9 @@ class Supervisor:
         recs = [r for r in self._records() if roles is None or r.role in roles]
         newest_first = sorted(recs, key=lambda r: (r.started_at, r.name), reverse=True)
         stopped = self.stop_many([r.name for r in newest_first if r.role != BROKER_ROLE], timeout_s)
-        stopped += self.stop_many([r.name for r in newest_first if r.role == BROKER_ROLE], timeout_s)
+        stopped += self.stop_many(
+            [r.name for r in newest_first if r.role == BROKER_ROLE], timeout_s
+        )
         return stopped
 
     def list(self) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
 from streams.partitioner import partition_for
 from streams.processor import LEDGER_GROUP
 from streams.records import decode_state, state_view
+from streams.store import retrying, watermarks
 
 
 def _consumer(settings: Settings, **extra: Any) -> Consumer:
@@ -54,7 +55,7 @@ def scan(
         parts = sorted(md.topics[topic].partitions) if partitions is None else partitions
         ends: dict[int, int] = {}
         for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            low, high = watermarks(c, topic, p)
             if high > low:
                 ends[p] = high
         if not ends:
@@ -216,16 +217,14 @@ def verify(settings: Settings, r: Replay) -> list[str]:
 
 def _committed(c: Consumer, group_topic_parts: list[TopicPartition]) -> dict[tuple[str, int], int]:
     return {
-        (tp.topic, tp.partition): tp.offset for tp in c.committed(group_topic_parts, timeout=30)
+        (tp.topic, tp.partition): tp.offset
+        for tp in retrying(lambda: c.committed(group_topic_parts, timeout=30))
     }
 
 
 def _ends(c: Consumer, topic: str) -> dict[tuple[str, int], int]:
-    md = c.list_topics(topic, timeout=30)
-    return {
-        (topic, p): c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-        for p in md.topics[topic].partitions
-    }
+    md = retrying(lambda: c.list_topics(topic, timeout=30))
+    return {(topic, p): watermarks(c, topic, p)[1] for p in md.topics[topic].partitions}
 
 
 def _visible_between(settings: Settings, ranges: dict[tuple[str, int], tuple[int, int]]) -> bool:

@@ -121,7 +121,7 @@ def parse_line(line: str | bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
     else:
         text = line
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys)
+        obj = _DECODER.decode(text)
     except RecursionError:
         raise InvalidCommand(INVALID_JSON, "nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, duplicate keys, over-long integers
@@ -207,6 +207,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise ValueError(f"duplicate key {_preview(key)}")
             seen.add(key)
     return obj
+
+
+# Built once: json.loads with a hook would build a new decoder per line.
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def _kind(value: object) -> str:

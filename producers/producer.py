@@ -191,10 +191,7 @@ class CommandProducer:
     ) -> None:
         callback = None if on_delivery is None else self._counting(on_delivery)
         try:
-            if callback is None:
-                self._producer.produce(topic, value, key)
-            else:
-                self._producer.produce(topic, value, key, on_delivery=callback)
+            self._produce_once(topic, key, value, callback)
         except BufferError:
             self._wait_for_room(topic, key, value, callback)
         self._sent += 1
@@ -202,6 +199,14 @@ class CommandProducer:
         if self._until_poll <= 0:
             self._until_poll = _POLL_EVERY
             self._producer.poll(0)
+
+    def _produce_once(
+        self, topic: str, key: bytes, value: bytes, callback: DeliveryCallback | None
+    ) -> None:
+        if callback is None:  # the global callback counts
+            self._producer.produce(topic, value, key)
+        else:
+            self._producer.produce(topic, value, key, on_delivery=callback)
 
     def _counting(self, on_delivery: DeliveryCallback) -> DeliveryCallback:
         # A per-message callback replaces the global one, so it must count as well.
@@ -216,12 +221,11 @@ class CommandProducer:
     ) -> None:
         # The local queue is full: serve delivery reports (which frees room) and retry,
         # but not forever: a broker that is down must surface as an error, not a hang.
-        kwargs = {} if callback is None else {"on_delivery": callback}
         deadline = time.monotonic() + self._queue_full_timeout_s
         while True:
             self._producer.poll(0.05)
             try:
-                self._producer.produce(topic, value, key, **kwargs)
+                self._produce_once(topic, key, value, callback)
                 return
             except BufferError:
                 if time.monotonic() >= deadline:

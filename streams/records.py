@@ -433,7 +433,7 @@ def decode_state(data: bytes) -> m.State:
         v[6],
         v[7],
         tuple(m.Remembered(c, d, o) for c, d, o in v[8]),
-        tuple(_deferred_from_json(d) for d in v[9]),
+        tuple(_deferred_from_json(d) for d in v[9]) if len(v) > 9 else (),
     )
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
 from streams.errors import FatalProcessorError
@@ -23,6 +24,8 @@ from streams.ledger.model import State
 from streams.records import decode_state, encode_state
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _CHECKPOINT = b"\x00changelog-next-offset"
 
@@ -93,6 +96,25 @@ class PartitionStore:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def retrying(fn: Callable[[], T], timeout_s: float = 30) -> T:
+    """Call ``fn``, retrying Kafka's transient errors (a fresh topic, a moving coordinator)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return fn()
+        except KafkaException as exc:
+            if time.monotonic() > deadline or exc.args[0].fatal():
+                raise
+            time.sleep(0.2)
+
+
+def watermarks(c: Consumer, topic: str, partition: int, timeout_s: float = 30) -> tuple[int, int]:
+    """(low, high) offsets of one partition, read from the broker."""
+    tp = TopicPartition(topic, partition)
+    low, high = retrying(lambda: c.get_watermark_offsets(tp, timeout=10, cached=False), timeout_s)
+    return int(low), int(high)
+
+
 def restore(
     consumer: Consumer,
     store: PartitionStore,
@@ -107,8 +129,7 @@ def restore(
     Reads with read_committed up to the high watermark; an open transaction (a fenced
     zombie's, until the coordinator aborts it) holds the end back, so we wait for it.
     """
-    tp = TopicPartition(topic, partition)
-    low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    low, high = watermarks(consumer, topic, partition)
     start = max(store.checkpoint, low)
     if start >= high:
         return 0
@@ -144,7 +165,7 @@ def restore(
                 applied += len(batch)
             if position >= high:
                 # New committed records may have landed meanwhile (a zombie's last commit).
-                _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                _, high = watermarks(consumer, topic, partition)
         store.apply_raw([], position)
     finally:
         consumer.unassign()

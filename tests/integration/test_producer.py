@@ -16,11 +16,14 @@ from confluent_kafka import Consumer
 from ops.topics import TopicNames
 from paystream.config import Settings
 from producers.commands import parse_line
+from producers.errors import ProducerQueueFull
 from producers.producer import CommandProducer
 from producers.send import SendReport, send_file, send_one
 from schemas.codec import Codec
 
 pytestmark = pytest.mark.integration
+
+EXAMPLE_DEPOSIT = '{"type":"deposit","command_id":"c2","account":"acct-1","amount":"100.00"}'
 
 
 def _consume(settings: Settings, topic: str, count: int, timeout_s: float = 60.0) -> list[Any]:
@@ -201,3 +204,31 @@ def test_producer_counts_deliveries_and_calls_back(settings: Settings, topics: T
         assert (producer.sent, producer.delivered, producer.failed) == (4, 4, 0)
     assert seen == [None, None, None]
     assert [m.key() for m in _consume(settings, topics.commands, 4)] == [b"acct-3"] * 4
+
+
+def test_undeliverable_commands_exit_one(settings: Settings, tmp_path: Path) -> None:
+    # A namespace whose topics were never created: the broker refuses, nothing is delivered.
+    nowhere = settings.with_(topic_prefix=f"missing-{uuid.uuid4().hex[:8]}.")
+    path = tmp_path / "cmds.jsonl"
+    path.write_text(EXAMPLE_DEPOSIT + "\nnot json\n")
+    producer = CommandProducer(nowhere, config={"message.timeout.ms": 2000})
+    report = send_file(nowhere, str(path), progress=False, err=io.StringIO(), producer=producer)
+    assert (report.sent, report.invalid) == (1, 1)
+    assert report.failed == 2  # the command and its dead letter
+    assert report.exit_code == 1
+
+
+def test_a_full_queue_raises_after_a_bounded_wait(tmp_path: Path) -> None:
+    # No broker at all: the local queue fills up and send() must not block forever.
+    unreachable = Settings(home=tmp_path, bootstrap="127.0.0.1:1")
+    producer = CommandProducer(
+        unreachable,
+        config={"queue.buffering.max.messages": 5, "log_level": 0},
+        queue_full_timeout_s=0.3,
+    )
+    cmd = parse_line(EXAMPLE_DEPOSIT)
+    for _ in range(5):
+        producer.send(cmd)
+    with pytest.raises(ProducerQueueFull):
+        producer.send(cmd)
+    assert producer.sent == 5 and producer.in_flight == 5

@@ -1,0 +1,137 @@
+"""The write side end to end: real broker, real worker processes, the CLI's JSON contract."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from paystream import queries
+from paystream.workload import Workload
+from tests.oracle import Oracle
+from tests.stack import LedgerStack, cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(settings):  # type: ignore[no-untyped-def]
+    s = LedgerStack(settings, workers=2)
+    s.start()
+    yield s
+    s.stop()
+
+
+def check_outcomes(stack: LedgerStack, oracle: Oracle) -> None:
+    got: dict[str, list[str]] = {}
+    for o in stack.outcomes():
+        if o["reason"] == "exists_with_different_payload":
+            continue
+        got.setdefault(o["command_id"], []).append(o["reason"] or o["status"])
+    doubles = {k: v for k, v in got.items() if len(v) != 1}
+    assert not doubles, f"commands with more than one outcome: {list(doubles.items())[:5]}"
+    flat = {k: v[0] for k, v in got.items()}
+    assert flat == oracle.outcomes
+
+
+def test_phased_workload_matches_the_sequential_model(stack: LedgerStack) -> None:
+    work = Workload(accounts=60, transfers=600, seed=3, prefix="w")
+    oracle = Oracle()
+    for _, commands in work.phases:
+        for c in commands:
+            oracle.apply(c)
+        assert stack.send(commands) == 0
+        stack.wait()
+    assert stack.balances() == oracle.balances()
+    check_outcomes(stack, oracle)
+    r = queries.replay(stack.settings)
+    assert r.problems == []
+    assert queries.verify(stack.settings, r) == []
+    # The CLI contract, as checks outside the repo call it.
+    out = cli(stack.settings, "balances", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert {r["account"]: r for r in rows} == oracle.balances()
+    assert set(rows[0]) == {"account", "user", "currency", "balance", "status"}
+    assert cli(stack.settings, "replay", "--verify").returncode == 0
+
+
+def test_open_then_use_in_one_file_and_single_sends(stack: LedgerStack) -> None:
+    assert (
+        stack.send(
+            [
+                {
+                    "type": "open_account",
+                    "command_id": "o1",
+                    "account": "a1",
+                    "user": "u1",
+                    "currency": "USD",
+                },
+                {
+                    "type": "open_account",
+                    "command_id": "o2",
+                    "account": "a2",
+                    "user": "u2",
+                    "currency": "JPY",
+                },
+                {"type": "deposit", "command_id": "d1", "account": "a1", "amount": "100.00"},
+                {"type": "deposit", "command_id": "d2", "account": "a2", "amount": "500"},
+                {
+                    "type": "transfer",
+                    "command_id": "t1",
+                    "from": "a1",
+                    "to": "a2",
+                    "amount": "1.00",
+                },
+            ]
+        )
+        == 0
+    )
+    stack.wait()
+    sent = cli(stack.settings, "send", "withdraw", "--account", "a1", "--amount", "10.50")
+    assert sent.returncode == 0, sent.stderr
+    command_id = sent.stdout.strip()
+    stack.wait()
+    out = json.loads(cli(stack.settings, "outcome", command_id, "--json").stdout)
+    assert (out["status"], out["command_type"]) == ("accepted", "withdraw")
+    t1 = json.loads(cli(stack.settings, "outcome", "t1", "--json").stdout)
+    assert t1["reason"] == "currency_mismatch"
+    bal = json.loads(cli(stack.settings, "balance", "a1", "--json").stdout)
+    assert (bal["balance"], bal["held"]) == ("89.50", "0.00")
+
+
+def test_kill_9_during_a_phase_applies_everything_once(stack: LedgerStack) -> None:
+    work = Workload(accounts=80, transfers=4000, seed=11, prefix="k")
+    oracle = Oracle()
+    rng = random.Random(5)
+    for name, commands in work.phases:
+        for c in commands:
+            oracle.apply(c)
+        killer = None
+        if "transfers" in name:
+
+            def chaos() -> None:
+                for _ in range(2):
+                    time.sleep(rng.uniform(0.3, 1.2))
+                    victim = rng.randint(1, stack.workers)
+                    stack.kill(victim)
+                    time.sleep(0.2)
+                    stack.start(victim)
+
+            killer = threading.Thread(target=chaos)
+            killer.start()
+        assert stack.send(commands) == 0
+        if killer:
+            killer.join()
+        stack.wait(timeout_s=180)
+    assert stack.balances() == oracle.balances()
+    check_outcomes(stack, oracle)
+    r = queries.replay(stack.settings)
+    assert r.problems == [] and r.duplicates == 0
+    assert queries.verify(stack.settings, r) == []
+    kinds = Counter(o["status"] for o in stack.outcomes())
+    assert kinds["accepted"] > 3000

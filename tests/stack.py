@@ -1,0 +1,99 @@
+"""Ledger workers as real processes against the test broker, for integration and chaos tests."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ops.procs import Supervisor
+from paystream import queries
+from paystream.bootstrap import WORKER_ROLE, worker_name
+from paystream.config import Settings
+from producers.send import send_file
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return {
+        "PAYSTREAM_HOME": str(settings.home),
+        "PAYSTREAM_BOOTSTRAP": settings.bootstrap or "",
+        "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "PAYSTREAM_PARTITIONS": str(settings.partitions),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@dataclass
+class LedgerStack:
+    settings: Settings
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        self.sup = Supervisor(self.settings.home)
+
+    def start(self, i: int | None = None) -> None:
+        for n in [i] if i else range(1, self.workers + 1):
+            self.sup.start(
+                worker_name(n),
+                WORKER_ROLE,
+                [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(n)],
+                env=env_for(self.settings),
+            )
+
+    def kill(self, i: int) -> None:
+        self.sup.kill(worker_name(i), signal.SIGKILL)
+
+    def stop(self) -> None:
+        self.sup.stop_all()
+
+    def send(self, commands: Iterable[dict[str, Any]]) -> int:
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+            for c in commands:
+                f.write(json.dumps(c) + "\n")
+        report = send_file(self.settings, f.name, progress=False)
+        Path(f.name).unlink()
+        return report.exit_code
+
+    def wait(self, timeout_s: float = 120) -> None:
+        if not queries.wait(self.settings, timeout_s):
+            raise TimeoutError(f"not caught up after {timeout_s}s; logs:\n{self.logs()}")
+
+    def logs(self) -> str:
+        out = []
+        for p in self.sup.list():
+            path = self.sup.log_path(p["name"])
+            if path.exists():
+                out.append(f"== {p['name']} ==\n" + "\n".join(path.read_text().splitlines()[-30:]))
+        return "\n".join(out)
+
+    def balances(self) -> dict[str, dict[str, str]]:
+        return {
+            b["account"]: {k: b[k] for k in ("account", "user", "currency", "balance", "status")}
+            for b in queries.balances(self.settings)
+        }
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        from ops.topics import TopicNames
+        from schemas.codec import Codec
+
+        codec = Codec.default()
+        return [
+            codec.decode(m.value())[1]
+            for m in queries.scan(self.settings, TopicNames(self.settings.topic_prefix).outcomes)
+        ]
+
+
+def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "paystream.cli", *args],
+        env={**__import__("os").environ, **env_for(settings)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
