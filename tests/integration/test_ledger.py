@@ -12,7 +12,7 @@ import pytest
 
 from paystream import queries
 from paystream.workload import Workload
-from tests.oracle import Oracle
+from paystream.oracle import Oracle
 from tests.stack import LedgerStack, cli
 
 pytestmark = pytest.mark.integration

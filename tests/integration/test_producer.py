@@ -232,3 +232,21 @@ def test_a_full_queue_raises_after_a_bounded_wait(tmp_path: Path) -> None:
     with pytest.raises(ProducerQueueFull):
         producer.send(cmd)
     assert producer.sent == 5 and producer.in_flight == 5
+
+
+def test_keys_land_on_the_partition_the_ledger_expects(
+    settings: Settings, topics: TopicNames
+) -> None:
+    # The ledger workers own partition_for(account); librdkafka's default partitioner (CRC32)
+    # would disagree and make every command take a detour.
+    from streams.partitioner import partition_for
+
+    accounts = [f"acct-{i}" for i in range(40)] + ["@world/USD", "é-ü", "x" * 100]
+    with CommandProducer(settings) as producer:
+        for i, account in enumerate(accounts):
+            producer.send_record(
+                "Deposit", account, {"command_id": f"p{i}", "account": account, "amount": "1"}
+            )
+        assert producer.flush(30) == 0
+    for msg in _consume(settings, topics.commands, len(accounts)):
+        assert msg.partition() == partition_for(msg.key().decode(), settings.partitions)

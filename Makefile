@@ -1,0 +1,67 @@
+# paystream: `make run` brings up the embedded stack and runs the demo; `make test` tests it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PAYSTREAM := $(BIN)/paystream
+PYTEST_ARGS ?=
+
+.PHONY: help venv kafka run demo test unit integration chaos bench check lint format up down status clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install paystream with its dev tools
+
+kafka: $(STAMP) ## fetch the Apache Kafka jars from Maven Central into var/kafka/libs
+	$(BIN)/python -c 'from ops.kafka import ensure_jars; print(ensure_jars())'
+
+run: kafka ## bring up the embedded stack, send the demo workload, print a summary
+	$(PAYSTREAM) up
+	$(PAYSTREAM) demo
+	@echo "The stack keeps running: try '$(PAYSTREAM) status', '$(PAYSTREAM) balances'; 'make down' stops it."
+
+demo: ## send the demo workload again to a running stack
+	$(PAYSTREAM) demo --seed $$RANDOM
+
+up: kafka ## start the stack (idempotent)
+	$(PAYSTREAM) up
+
+down: ## stop what `up` started (data is kept)
+	@if [ -x $(PAYSTREAM) ]; then $(PAYSTREAM) down; fi
+
+status: ## show the broker and every process
+	$(PAYSTREAM) status
+
+test: kafka ## unit + integration tests (real Kafka broker on free ports), no chaos
+	$(BIN)/pytest -m 'not chaos' $(PYTEST_ARGS)
+
+unit: $(STAMP) ## unit tests only (no broker)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+chaos: kafka ## kill -9 workers at random during a 50k-transfer run, then verify
+	$(BIN)/pytest -m chaos -v $(PYTEST_ARGS)
+
+bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json
+	$(BIN)/python bench/run.py
+
+check: $(STAMP) ## ruff (lint + format check) and mypy strict on the core
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: down ## remove var/ (all local data) and the venv
+	rm -rf var $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
