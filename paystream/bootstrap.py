@@ -78,6 +78,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         **(
             {"PAYSTREAM_CLICKHOUSE_DSN": settings.clickhouse_dsn} if settings.clickhouse_dsn else {}
         ),
+        "PAYSTREAM_PROCESSING_GUARANTEE": settings.processing_guarantee,
         "PYTHONUNBUFFERED": "1",
     }
 

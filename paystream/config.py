@@ -50,6 +50,8 @@ class Settings:
     brokers: int = 1
     broker_port_base: int = 9092
     clickhouse_dsn: str | None = None
+    # "exactly_once" always, but for the benchmark's at-least-once comparison.
+    processing_guarantee: str = "exactly_once"
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -76,4 +78,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         brokers=int(env.get("PAYSTREAM_BROKERS", "1")),
         broker_port_base=int(env.get("PAYSTREAM_BROKER_PORT", "9092")),
         clickhouse_dsn=env.get("PAYSTREAM_CLICKHOUSE_DSN") or None,
+        processing_guarantee=env.get("PAYSTREAM_PROCESSING_GUARANTEE", "exactly_once"),
     )

@@ -74,6 +74,8 @@ class LedgerProcessor:
         self._running = True
         self._partitions = 0
         self._failures = 0
+        # At-least-once exists only so the benchmark can show what transactions cost.
+        self.exactly_once = settings.processing_guarantee != "at_least_once"
         # Topic short name -> full name, for the hot loop.
         self._topic = self.topics.all()
         bootstrap = settings.bootstrap or "127.0.0.1:9092"
@@ -95,20 +97,20 @@ class LedgerProcessor:
                 "queued.max.messages.kbytes": 65536,
             }
         )
-        self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "client.id": f"ledger-{instance}",
-                "transactional.id": f"{self.group}-{instance}",
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "batch.num.messages": 10_000,
-                "queue.buffering.max.messages": self.limits.producer_queue_records_max,
-                "compression.type": "lz4",
-                "transaction.timeout.ms": self.limits.transaction_timeout_ms,
-            }
-        )
+        producer_conf = {
+            "bootstrap.servers": bootstrap,
+            "client.id": f"ledger-{instance}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": self.limits.producer_queue_records_max,
+            "compression.type": "lz4",
+            "transaction.timeout.ms": self.limits.transaction_timeout_ms,
+        }
+        if self.exactly_once:
+            producer_conf["transactional.id"] = f"{self.group}-{instance}"
+        self.producer = Producer(producer_conf)
         self.restorer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -129,7 +131,8 @@ class LedgerProcessor:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self._partitions = self._partition_count()
-        self.producer.init_transactions(30)
+        if self.exactly_once:
+            self.producer.init_transactions(30)
         self.consumer.subscribe(
             [self.topics.commands, self.topics.saga],
             on_assign=self._on_assign,
@@ -216,7 +219,8 @@ class LedgerProcessor:
 
     def _abort_and_rewind(self, msgs: list[Message]) -> None:
         try:
-            self.producer.abort_transaction(30)
+            if self.exactly_once:
+                self.producer.abort_transaction(30)
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise FatalProcessorError(f"abort failed: {exc}") from exc
@@ -231,7 +235,8 @@ class LedgerProcessor:
 
     def _process_batch(self, msgs: list[Message]) -> None:
         # 2. Begin a transaction.
-        self.producer.begin_transaction()
+        if self.exactly_once:
+            self.producer.begin_transaction()
         overlay: dict[int, dict[str, m.State]] = {}
         offsets: dict[tuple[str, int], int] = {}
         produce = self._produce

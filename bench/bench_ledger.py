@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Write-side throughput and latency, end to end through the real broker and worker processes.
+
+* throughput: N transfers produced as fast as possible; time from the first produce until
+  every transfer is posted (both legs) and settled (``wait``). Exactly-once and at-least-once.
+* latency: transfers offered at a steady rate; per transfer, the time from its produce to
+  its ``posted`` lifecycle event becoming visible to a read_committed consumer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import uuid
+
+from common import Workers, emit, namespace, now, private_broker
+
+from confluent_kafka import Consumer, KafkaError
+
+from ops.topics import TopicNames
+from paystream import queries
+from producers.commands import parse_command
+from producers.producer import CommandProducer
+
+
+def setup_accounts(settings, accounts: int) -> None:  # type: ignore[no-untyped-def]
+    with CommandProducer(settings) as p:
+        for i in range(accounts):
+            p.send(parse_command({"type": "open_account", "command_id": f"o{i}", "account": f"a{i}",
+                                  "user": f"u{i}", "currency": "USD"}))
+            p.send(parse_command({"type": "deposit", "command_id": f"d{i}", "account": f"a{i}",
+                                  "amount": "1000000.00"}))
+        p.flush(60)
+    if not queries.wait(settings, 600):
+        raise SystemExit("set-up did not finish")
+
+
+def transfers(n: int, accounts: int, tag: str) -> list:  # type: ignore[type-arg]
+    return [
+        parse_command({"type": "transfer", "command_id": f"{tag}-{i}", "from": f"a{i % accounts}",
+                       "to": f"a{(i * 7919 + 1) % accounts}", "amount": "0.01"})
+        for i in range(n)
+    ]
+
+
+def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> dict:  # type: ignore[no-untyped-def]
+    settings = namespace(cluster, guarantee=guarantee)
+    w = Workers(settings, workers)
+    w.start()
+    try:
+        setup_accounts(settings, accounts)
+        cmds = transfers(n, accounts, uuid.uuid4().hex[:6])
+        start = now()
+        with CommandProducer(settings) as p:
+            for c in cmds:
+                p.send(c)
+            p.flush(120)
+        produced = now() - start
+        if not queries.wait(settings, 900):
+            raise SystemExit("throughput run did not finish")
+        elapsed = now() - start
+        rss = w.rss_mb()
+    finally:
+        w.stop()
+    return {"name": f"ledger_throughput_{guarantee}", "transfers": n, "workers": workers,
+            "seconds": round(elapsed, 2), "produce_seconds": round(produced, 2),
+            "transfers_per_s": round(n / elapsed), "target_per_s": 10_000 if guarantee == "exactly_once" else None,
+            "worker_rss_mb": rss}
+
+
+def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> dict:  # type: ignore[no-untyped-def]
+    settings = namespace(cluster)
+    w = Workers(settings, workers)
+    w.start()
+    try:
+        setup_accounts(settings, accounts)
+        n = int(rate * seconds)
+        cmds = transfers(n, accounts, "lat")
+        sent_at: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        done = threading.Event()
+
+        def watch() -> None:
+            c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"lat-{uuid.uuid4().hex}",
+                          "isolation.level": "read_committed", "auto.offset.reset": "latest",
+                          "fetch.wait.max.ms": 5, "enable.auto.commit": False})
+            from schemas.codec import Codec
+            codec = Codec.default()
+            c.subscribe([TopicNames(settings.topic_prefix).transfers])
+            while not done.is_set() or len(seen) < n:
+                for m in c.consume(1000, timeout=0.1):
+                    if m.error():
+                        continue
+                    rec = codec.decode(m.value())[1]
+                    if rec["status"] == "posted":
+                        seen.setdefault(rec["transfer_id"], time.perf_counter())
+                if done.is_set() and time.perf_counter() > deadline:
+                    break
+            c.close()
+
+        deadline = float("inf")
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        time.sleep(3)  # the watcher joins its group
+        with CommandProducer(settings, config={"linger.ms": 1}) as p:
+            start = time.perf_counter()
+            for i, c in enumerate(cmds):
+                target = start + i / rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent_at[c.record["command_id"]] = time.perf_counter()
+                p.send(c)
+                p.poll(0)
+            p.flush(60)
+        deadline = time.perf_counter() + 60
+        done.set()
+        t.join(90)
+    finally:
+        w.stop()
+    lat = sorted((seen[k] - sent_at[k]) * 1000 for k in sent_at if k in seen)
+    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None  # noqa: E731
+    return {"name": "ledger_latency", "offered_per_s": rate, "transfers": n, "observed": len(lat),
+            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1) if lat else None,
+            "target_p99_ms": 250}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--transfers", type=int, default=50_000)
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--only", choices=["eos", "alo", "latency"])
+    a = ap.parse_args()
+    with private_broker() as cluster:
+        if a.only in (None, "eos"):
+            emit(throughput(cluster, "exactly_once", a.workers, a.transfers, a.accounts))
+        if a.only in (None, "alo"):
+            emit(throughput(cluster, "at_least_once", a.workers, a.transfers, a.accounts))
+        if a.only in (None, "latency"):
+            emit(latency(cluster, a.rate, a.seconds, a.workers, a.accounts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Shared set-up for benchmarks: a private broker on free ports, workers, and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil  # noqa: E402
+
+from ops.kafka import KafkaCluster, ensure_jars  # noqa: E402
+from ops.procs import Supervisor  # noqa: E402
+from ops.topics import ensure_topics  # noqa: E402
+from paystream.config import Settings  # noqa: E402
+
+
+def free_port_base(count: int = 2) -> int:
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 32000 - count)
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free ports")
+
+
+@contextmanager
+def private_broker() -> Iterator[KafkaCluster]:
+    """A single-node Kafka of the benchmark's own, in a temp dir; stopped afterwards."""
+    ensure_jars()
+    home = Path(tempfile.mkdtemp(prefix="paystream-bench-"))
+    cluster = KafkaCluster(home, brokers=1, port_base=free_port_base(2), heap_mb=1024)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class Workers:
+    settings: Settings
+    count: int
+
+    def __post_init__(self) -> None:
+        self.sup = Supervisor(self.settings.home)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PAYSTREAM_HOME": str(self.settings.home),
+            "PAYSTREAM_BOOTSTRAP": self.settings.bootstrap or "",
+            "PAYSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
+            "PAYSTREAM_PARTITIONS": str(self.settings.partitions),
+            "PAYSTREAM_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
+            "PAYSTREAM_LOG_LEVEL": "WARNING",
+        }
+
+    def start(self) -> None:
+        for i in range(1, self.count + 1):
+            self.sup.start(f"ledger-{i}", "ledger-worker",
+                           [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(i)],
+                           env=self.env())
+
+    def rss_mb(self) -> dict[str, float]:
+        out = {}
+        for p in self.sup.list():
+            if p["alive"]:
+                out[p["name"]] = round(psutil.Process(p["pid"]).memory_info().rss / 2**20, 1)
+        return out
+
+    def stop(self) -> None:
+        self.sup.stop_all()
+
+
+def namespace(cluster: KafkaCluster, partitions: int = 12, guarantee: str = "exactly_once") -> Settings:
+    prefix = f"b{os.urandom(4).hex()}."
+    ensure_topics(cluster.bootstrap, prefix, partitions=partitions, brokers=1)
+    home = Path(tempfile.mkdtemp(prefix="paystream-bench-ns-"))
+    return Settings(home=home, bootstrap=cluster.bootstrap, topic_prefix=prefix,
+                    partitions=partitions, processing_guarantee=guarantee)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """One JSON object per line on stdout; bench/run.py collects them."""
+    print(json.dumps(result), flush=True)
+
+
+def now() -> float:
+    return time.perf_counter()
