@@ -150,8 +150,14 @@ def cmd_send(a: argparse.Namespace, s: Settings) -> int:
     if not a.type:
         print("paystream send: give a command TYPE with its flags, or --file F", file=sys.stderr)
         return 2
+    from producers.errors import InvalidCommand
+
     fields = {k: v for k, v in vars(a).items() if k in _FIELDS and v is not None}
-    command_id, report = send_one(s, a.type, fields)
+    try:
+        command_id, report = send_one(s, a.type, fields)
+    except InvalidCommand as exc:
+        print(f"paystream send: {exc.code}: {exc}", file=sys.stderr)
+        return 2
     if report.exit_code == 0:
         print(command_id)
     return report.exit_code
