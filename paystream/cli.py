@@ -156,7 +156,7 @@ def cmd_send(a: argparse.Namespace, s: Settings) -> int:
     try:
         command_id, report = send_one(s, a.type, fields)
     except InvalidCommand as exc:
-        print(f"paystream send: {exc.code}: {exc}", file=sys.stderr)
+        print(f"paystream send: {exc}", file=sys.stderr)
         return 2
     if report.exit_code == 0:
         print(command_id)

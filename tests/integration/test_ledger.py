@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 
 from paystream import queries
-from paystream.workload import Workload
 from paystream.oracle import Oracle
+from paystream.workload import Workload
 from tests.stack import LedgerStack, cli
 
 pytestmark = pytest.mark.integration
