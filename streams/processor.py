@@ -90,6 +90,9 @@ class LedgerProcessor:
                 "auto.offset.reset": "earliest",
                 # Range keeps partition p of commands and saga on one worker.
                 "partition.assignment.strategy": "range",
+                # Static membership: a restarted worker takes its old place without a
+                # rebalance, so a crash stalls only its own partitions, and briefly.
+                "group.instance.id": f"{settings.topic_prefix}ledger-{instance}",
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 120_000,
@@ -177,18 +180,15 @@ class LedgerProcessor:
         # transaction is resolved before we read the changelog it may have written to.
         consumer.committed(partitions, timeout=self.limits.transaction_timeout_ms / 1000 + 30)
         for p in sorted({tp.partition for tp in partitions}):
-            store = self.stores.get(p)
-            if store is None:
-                store = PartitionStore(self.state_dir / f"p{p}", cache_entries_max=200_000)
-                self.stores[p] = store
-            self.counters.restored += restore(
-                self.restorer,
-                store,
-                self._topic["ledger_state"],
-                p,
-                batch_records_max=self.limits.restore_batch_records_max,
-                timeout_s=self.limits.transaction_timeout_ms / 1000 + 60,
-            )
+            if p not in self.stores:
+                self.stores[p] = PartitionStore(self.state_dir / f"p{p}", cache_entries_max=5_000)
+        self.counters.restored += restore(
+            self.restorer,
+            {p: self.stores[p] for p in {tp.partition for tp in partitions}},
+            self._topic["ledger_state"],
+            batch_records_max=self.limits.restore_batch_records_max,
+            timeout_s=self.limits.transaction_timeout_ms / 1000 + 60,
+        )
         log.info("assigned partitions %s", sorted({tp.partition for tp in partitions}))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -117,57 +117,62 @@ def watermarks(c: Consumer, topic: str, partition: int, timeout_s: float = 30) -
 
 def restore(
     consumer: Consumer,
-    store: PartitionStore,
+    stores: dict[int, PartitionStore],
     topic: str,
-    partition: int,
     *,
     batch_records_max: int,
     timeout_s: float,
 ) -> int:
-    """Bring ``store`` up to the end of its changelog partition. Returns records applied.
+    """Bring every store up to the end of its changelog partition. Returns records applied.
 
-    Reads with read_committed up to the high watermark; an open transaction (a fenced
-    zombie's, until the coordinator aborts it) holds the end back, so we wait for it.
+    All partitions are read at once. Reads are read_committed up to the high watermark; an
+    open transaction (a fenced zombie's, until the coordinator aborts it) holds the end back,
+    so we wait for it, up to ``timeout_s``.
     """
-    low, high = watermarks(consumer, topic, partition)
-    start = max(store.checkpoint, low)
-    if start >= high:
+    position: dict[int, int] = {}
+    high: dict[int, int] = {}
+    for p, store in stores.items():
+        low, hi = watermarks(consumer, topic, p)
+        if store.checkpoint and store.checkpoint < low:
+            raise FatalProcessorError(f"changelog {topic}/{p} lost records below {low}")
+        if max(store.checkpoint, low) < hi:
+            position[p], high[p] = max(store.checkpoint, low), hi
+    if not position:
         return 0
-    if store.checkpoint and store.checkpoint < low:
-        raise FatalProcessorError(f"changelog {topic}/{partition} lost records below {low}")
-    consumer.assign([TopicPartition(topic, partition, start)])
+    consumer.assign([TopicPartition(topic, p, o) for p, o in position.items()])
     applied = 0
     deadline = time.monotonic() + timeout_s
-    position = start
+    pending = set(position)
     try:
-        while position < high:
+        while pending:
             if time.monotonic() > deadline:
-                raise FatalProcessorError(
-                    f"restore of {topic}/{partition} stuck at {position} < {high}"
-                )
-            msgs = consumer.consume(batch_records_max, timeout=0.5)
-            batch: list[tuple[bytes, bytes | None]] = []
-            for msg in msgs:
+                stuck = {p: (position[p], high[p]) for p in pending}
+                raise FatalProcessorError(f"restore of {topic} stuck at {stuck}")
+            batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
+            for msg in consumer.consume(batch_records_max, timeout=0.2):
+                p = msg.partition()
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         # read_committed EOF is the last stable offset: past every marker.
-                        position = max(position, msg.offset())
+                        position[p] = max(position[p], msg.offset())
                         continue
-                    raise FatalProcessorError(f"restore of {topic}/{partition}: {err}")
+                    raise FatalProcessorError(f"restore of {topic}/{p}: {err}")
                 key = msg.key()
-                if key is None:
-                    continue
-                batch.append((key, msg.value()))
-                position = msg.offset() + 1
-            if batch:
-                store.apply_raw(batch, position)
+                if key is not None:
+                    batches.setdefault(p, []).append((key, msg.value()))
+                position[p] = msg.offset() + 1
+            for p, batch in batches.items():
+                stores[p].apply_raw(batch, position[p])
                 applied += len(batch)
-            if position >= high:
-                # New committed records may have landed meanwhile (a zombie's last commit).
-                _, high = watermarks(consumer, topic, partition)
-        store.apply_raw([], position)
+            for p in list(pending):
+                if position[p] >= high[p]:
+                    # New committed records may have landed meanwhile (a zombie's last commit).
+                    _, high[p] = watermarks(consumer, topic, p)
+                    if position[p] >= high[p]:
+                        stores[p].apply_raw([], position[p])
+                        pending.discard(p)
     finally:
         consumer.unassign()
-    log.info("restored %s/%d: %d records, now at %d", topic, partition, applied, position)
+    log.info("restored %s partitions %s: %d records", topic, sorted(position), applied)
     return applied
