@@ -24,6 +24,7 @@ from paystream.config import KAFKA_VERSION, Settings
 log = logging.getLogger(__name__)
 
 WORKER_ROLE = "ledger-worker"
+WAREHOUSE_ROLE = "warehouse"
 DEFAULT_WORKERS = 2
 
 
@@ -87,6 +88,27 @@ def worker_name(i: int) -> str:
     return f"ledger-{i}"
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    name: str
+    role: str
+    verb: list[str]  # `paystream <verb...>` runs it
+    ready_url: str | None = None  # polled until it answers, if set
+
+
+def process_specs(settings: Settings, stack: StackConfig) -> list[ProcessSpec]:
+    """Every process of the stack but the brokers, in start order."""
+    from connectors.warehouse import embedded, http_port
+
+    specs = [
+        ProcessSpec(worker_name(i), WORKER_ROLE, ["worker", "--instance", str(i)])
+        for i in range(1, stack.workers + 1)
+    ]
+    ping = f"http://127.0.0.1:{http_port(settings)}/ping" if embedded(settings) else None
+    specs.append(ProcessSpec("warehouse", WAREHOUSE_ROLE, ["warehouse"], ping))
+    return specs
+
+
 def up(
     settings: Settings, workers: int | None = None, brokers: int | None = None
 ) -> dict[str, Any]:
@@ -102,32 +124,46 @@ def up(
     ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, stack.brokers)
     sup = Supervisor(settings.home)
     env = child_env(settings)
-    for i in range(1, stack.workers + 1):
+    specs = process_specs(settings, stack)
+    for spec in specs:
         sup.start(
-            worker_name(i),
-            WORKER_ROLE,
-            [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(i)],
-            env=env,
+            spec.name, spec.role, [sys.executable, "-m", "paystream.cli", *spec.verb], env=env
         )
     # Workers scaled down since the last `up` are stopped.
     for p in sup.list():
         if p["role"] == WORKER_ROLE and int(p["name"].split("-")[1]) > stack.workers:
             sup.stop(p["name"])
-    _wait_workers_alive(sup, stack.workers, settings.limits.process_start_timeout_s)
+    _wait_ready(sup, specs, settings.limits.process_start_timeout_s)
     return status(settings)
 
 
-def _wait_workers_alive(sup: Supervisor, n: int, timeout_s: float) -> None:
-    # A worker that dies on start (bad config, missing topic) shows up here, not later.
+def _wait_ready(sup: Supervisor, specs: list[ProcessSpec], timeout_s: float) -> None:
+    # A process that dies on start (bad config, missing topic) shows up here, not later.
+    import urllib.request
+
     time.sleep(1.0)
     deadline = time.monotonic() + timeout_s
-    while True:
-        dead = [worker_name(i) for i in range(1, n + 1) if not sup.alive(worker_name(i))]
-        if not dead:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not alive: {dead}; see `paystream logs {dead[0]}`")
-        time.sleep(0.2)
+    pending = list(specs)
+    while pending:
+        for spec in list(pending):
+            if not sup.alive(spec.name):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{spec.name} is not alive; see `paystream logs {spec.name}`"
+                    )
+                continue
+            if spec.ready_url:
+                try:
+                    urllib.request.urlopen(spec.ready_url, timeout=1).read()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{spec.name} does not answer at {spec.ready_url}"
+                        ) from None
+                    continue
+            pending.remove(spec)
+        if pending:
+            time.sleep(0.2)
 
 
 def down(settings: Settings) -> list[str]:
@@ -170,6 +206,29 @@ def run_worker(settings: Settings, instance: int) -> int:
     except FatalProcessorError as exc:
         log.error("ledger worker %d stops: %s", instance, exc)
         return 3
+    return 0
+
+
+def run_warehouse(settings: Settings) -> int:
+    """Entry point of the warehouse process: owns chDB, serves its HTTP front, runs the sink."""
+    from connectors.sink import ClickHouseSink, WarehouseSink
+    from connectors.warehouse import chdb_path, embedded, http_port, migrate, owner_client
+
+    settings = resolved(settings)
+    client = owner_client(settings)
+    migrate(client)
+    server = None
+    if embedded(settings):
+        from connectors.chhttp import ChdbExecutor, serve
+
+        server = serve(ChdbExecutor(str(chdb_path(settings))), port=http_port(settings))
+        log.info("ClickHouse HTTP interface on %s", server.url)
+    sink = WarehouseSink(settings, ClickHouseSink(client))
+    try:
+        sink.run()
+    finally:
+        if server is not None:
+            server.shutdown()
     return 0
 
 

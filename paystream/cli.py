@@ -289,6 +289,117 @@ def cmd_demo(a: argparse.Namespace, s: Settings) -> int:
     )
 
 
+def cmd_warehouse(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import configure_logging, run_warehouse
+
+    configure_logging()
+    return run_warehouse(s)
+
+
+def _jsonable(v: Any) -> Any:
+    import datetime
+    import decimal
+
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, datetime.datetime):
+        return v.isoformat()
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _query(
+    s: Settings, sql: str, params: dict[str, Any] | None = None
+) -> tuple[list[str], list[list[Any]]]:
+    from connectors.warehouse import query_client
+
+    result = query_client(_resolved(s)).query(sql, parameters=params or {})
+    return list(result.column_names), [list(r) for r in result.result_rows]
+
+
+def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    try:
+        columns, rows = _query(s, a.query)
+    except ClickHouseError as exc:
+        print(f"paystream sql: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"paystream sql: the warehouse does not answer ({exc}); is it up?", file=sys.stderr)
+        return 1
+    if a.format == "json":
+        _print_json([{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows])
+    elif a.format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows([[_jsonable(v) for v in r] for r in rows])
+    else:
+        _table(columns, [[_jsonable(v) for v in r] for r in rows])
+    return 0
+
+
+def cmd_history(a: argparse.Namespace, s: Settings) -> int:
+    columns, rows = _query(
+        s,
+        "SELECT account_seq, ts, kind, amount, balance_after, counterparty, transfer_id, command_id"
+        " FROM account_history WHERE account = {acc:String} ORDER BY account_seq",
+        {"acc": a.account},
+    )
+    if a.json:
+        _print_json([{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows])
+    else:
+        _table(columns, [[_jsonable(v) for v in r] for r in rows], title=f"history of {a.account}")
+    return 0 if rows else 1
+
+
+def cmd_trace(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.audit import trace
+
+    tree = trace(_resolved(s), a.account, a.depth)
+    if a.json:
+        _print_json(tree)
+    else:
+        from rich.console import Console
+        from rich.tree import Tree
+
+        root = Tree(f"[bold]{a.account}[/bold]")
+        for direction, label in (("out", "money went to"), ("in", "money came from")):
+            branch = root.add(label)
+
+            def add(node: Any, items: list[dict[str, Any]]) -> None:
+                for item in items:
+                    child = node.add(
+                        f"{item['account']}  {item['amount']} {item['currency']} ({item['transfers']} transfers)"
+                    )
+                    add(child, item["next"])
+
+            add(branch, tree[direction])
+        Console().print(root)
+    return 0
+
+
+def cmd_audit(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.audit import audit
+
+    report = audit(_resolved(s))
+    if a.json:
+        _print_json(report)
+    else:
+        print(
+            f"live accounts {report['live_accounts']}, replayed {report['replayed_events']} ledger events, "
+            f"warehouse accounts {report['warehouse_accounts']}"
+        )
+        for d in report["differences"]:
+            print(f"DIFFERENCE {d}")
+        if not report["differences"]:
+            print("write side, ledger replay and warehouse agree on every balance")
+    return 1 if report["differences"] else 0
+
+
 def cmd_worker(a: argparse.Namespace, s: Settings) -> int:
     from paystream.bootstrap import configure_logging, run_worker
 
@@ -367,6 +478,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--accounts", type=int, default=2000)
     sp.add_argument("--transfers", type=int, default=20000)
     sp.add_argument("--seed", type=int, default=7)
+    sp = verb("sql", cmd_sql, "run SQL on the audit warehouse (read-only)")
+    sp.add_argument("query")
+    sp.add_argument("--format", choices=["json", "table", "csv"], default="table")
+    sp = verb(
+        "history",
+        cmd_history,
+        "an account's whole history from the warehouse, with running balances",
+        True,
+    )
+    sp.add_argument("account")
+    sp = verb("trace", cmd_trace, "where an account's money went and where it came from", True)
+    sp.add_argument("account")
+    sp.add_argument("--depth", type=int, default=2, help="hops to follow (default 2, at most 6)")
+    verb(
+        "audit",
+        cmd_audit,
+        "compare write side, ledger replay and warehouse balances; exit 1 on any difference",
+        True,
+    )
+    sp = sub.add_parser("warehouse")  # internal: the warehouse process
+    sp.set_defaults(fn=cmd_warehouse)
     sp = sub.add_parser("worker")  # internal: no help, so it stays out of the list
     sp.set_defaults(fn=cmd_worker)
     sp.add_argument("--instance", type=int, required=True)

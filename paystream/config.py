@@ -34,6 +34,9 @@ class Limits:
     command_bytes_max: int = 64 * 1024
     id_chars_max: int = 128
     reason_chars_max: int = 512
+    # Warehouse sink: a batch is flushed at this many rows or after this long.
+    sink_batch_rows_max: int = 50_000
+    sink_batch_interval_ms: int = 500
     # Restoring state from the changelog: records per poll.
     restore_batch_records_max: int = 10_000
     # Waiting for the stack.

@@ -303,4 +303,33 @@ def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(poll_s)
+    # Then every running downstream consumer (the warehouse sink, ...) over what it reads.
+    for down_group, topics in downstream_groups(settings):
+        if not _active(settings, down_group):
+            continue
+        while not caught_up(settings, down_group, topics):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(poll_s)
     return True
+
+
+def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
+    from connectors.sink import SINK_GROUP
+
+    n = TopicNames(settings.topic_prefix)
+    return [
+        (settings.topic_prefix + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts]),
+    ]
+
+
+def _active(settings: Settings, group: str) -> bool:
+    """Does ``group`` have members right now? (a stopped consumer is not waited for)"""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    try:
+        desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except Exception:  # unknown group: nothing to wait for
+        return False
+    return len(desc.members) > 0

@@ -33,9 +33,43 @@ def env_for(settings: Settings) -> dict[str, str]:
 class LedgerStack:
     settings: Settings
     workers: int = 2
+    warehouse_port: int = 0
 
     def __post_init__(self) -> None:
         self.sup = Supervisor(self.settings.home)
+
+    def env(self) -> dict[str, str]:
+        env = env_for(self.settings)
+        if self.warehouse_port:
+            env["PAYSTREAM_WAREHOUSE_PORT"] = str(self.warehouse_port)
+        return env
+
+    def start_warehouse(self, port: int) -> None:
+        """The warehouse process (chDB owner, HTTP front, sink); waits until it answers."""
+        import time
+        import urllib.request
+
+        self.warehouse_port = port
+        self.sup.start(
+            "warehouse",
+            "warehouse",
+            [sys.executable, "-m", "paystream.cli", "warehouse"],
+            env=self.env(),
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1).read()
+                return
+            except OSError:
+                if time.monotonic() > deadline or not self.sup.alive("warehouse"):
+                    raise RuntimeError(f"warehouse did not start:\n{self.logs()}") from None
+                time.sleep(0.2)
+
+    def warehouse(self):  # type: ignore[no-untyped-def]
+        import clickhouse_connect
+
+        return clickhouse_connect.get_client(host="127.0.0.1", port=self.warehouse_port)
 
     def start(self, i: int | None = None) -> None:
         for n in [i] if i else range(1, self.workers + 1):
@@ -43,7 +77,7 @@ class LedgerStack:
                 worker_name(n),
                 WORKER_ROLE,
                 [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(n)],
-                env=env_for(self.settings),
+                env=self.env(),
             )
 
     def kill(self, i: int) -> None:
@@ -89,10 +123,11 @@ class LedgerStack:
         ]
 
 
-def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(settings: Settings, *args: str, port: int = 0) -> subprocess.CompletedProcess[str]:
+    extra = {"PAYSTREAM_WAREHOUSE_PORT": str(port)} if port else {}
     return subprocess.run(
         [sys.executable, "-m", "paystream.cli", *args],
-        env={**__import__("os").environ, **env_for(settings)},
+        env={**__import__("os").environ, **env_for(settings), **extra},
         capture_output=True,
         text=True,
         timeout=300,

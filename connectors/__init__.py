@@ -1,0 +1,1 @@
+"""Connectors: the warehouse sink and the ClickHouse HTTP front of the embedded warehouse."""

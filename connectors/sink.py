@@ -1,0 +1,301 @@
+"""The warehouse sink: ledger, transfer, outcome, account and alert events into ClickHouse.
+
+At-least-once, made exact by the tables (ReplacingMergeTree keyed by event id) and by insert
+deduplication tokens. The sequence per batch:
+
+  1. Poll until ``batch_rows_max`` rows or ``batch_interval_ms`` (read_committed).
+  2. Decode each record into its table's row; a record that cannot be decoded or mapped
+     goes to the dead-letter topic with its reason and does not stop its partition.
+  3. Flush: insert each table's rows, with a token made of the batch's offset ranges.
+  4. Only after ClickHouse acknowledged every insert, commit the consumed offsets.
+
+A crash between 3 and 4 replays the batch: the rows come again with the same event ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from ops.topics import TopicNames
+from paystream.config import Settings
+from schemas.codec import Codec
+from schemas.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+SINK_GROUP = "paystream-warehouse"
+
+LEDGER_COLUMNS = [
+    "event_id", "entry_id", "command_id", "transfer_id", "account", "counterparty", "currency",
+    "amount", "balance_after", "account_seq", "kind", "ts", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+TRANSFER_COLUMNS = [
+    "event_id", "transfer_id", "command_id", "from_account", "to_account", "currency", "amount",
+    "status", "reason", "ts", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+OUTCOME_COLUMNS = [
+    "event_id", "command_id", "command_type", "account", "status", "reason", "digest", "ts",
+    "kafka_partition", "kafka_offset",
+]  # fmt: skip
+ACCOUNT_COLUMNS = [
+    "event_id", "command_id", "account", "kind", "user", "currency", "related", "relation_kind",
+    "reason", "ts", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+RELATION_COLUMNS = ["event_id", "account", "related", "relation_kind", "action", "ts"]
+ALERT_COLUMNS = [
+    "alert_id", "kind", "accounts", "transfer_ids", "command_ids", "amounts", "currency",
+    "timestamps", "related_accounts", "relation_kinds", "ts", "kafka_partition", "kafka_offset",
+]  # fmt: skip
+
+
+class PoisonRecord(ValueError):
+    """A committed record the warehouse cannot take; it goes to the dead-letter topic."""
+
+
+def _dec(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    d = Decimal(text)
+    if not d.is_finite():
+        raise PoisonRecord(f"amount {text!r} is not a number")
+    return d
+
+
+def ledger_row(r: dict[str, Any], p: int, o: int) -> list[Any]:
+    return [
+        r["event_id"], r["entry_id"], r["command_id"], r["transfer_id"], r["account"],
+        r["counterparty"], r["currency"], _dec(r["amount"]), _dec(r["balance_after"]),
+        r["account_seq"], r["kind"], r["ts"], p, o,
+    ]  # fmt: skip
+
+
+def transfer_row(r: dict[str, Any], p: int, o: int) -> list[Any]:
+    return [
+        r["event_id"], r["transfer_id"], r["command_id"], r["from_account"], r["to_account"],
+        r["currency"], _dec(r["amount"]), r["status"], r["reason"], r["ts"], p, o,
+    ]  # fmt: skip
+
+
+def outcome_row(r: dict[str, Any], p: int, o: int) -> list[Any]:
+    return [
+        r["event_id"], r["command_id"], r["command_type"], r["account"], r["status"],
+        r["reason"], r["digest"], r["ts"], p, o,
+    ]  # fmt: skip
+
+
+def account_row(r: dict[str, Any], p: int, o: int) -> list[Any]:
+    return [
+        r["event_id"], r["command_id"], r["account"], r["kind"], r["user"], r["currency"],
+        r["related"], r["relation_kind"], r["reason"], r["ts"], p, o,
+    ]  # fmt: skip
+
+
+def relation_row(r: dict[str, Any]) -> list[Any]:
+    return [r["event_id"], r["account"], r["related"], r["relation_kind"], r["kind"], r["ts"]]
+
+
+def alert_row(r: dict[str, Any], p: int, o: int) -> list[Any]:
+    return [
+        r["alert_id"], r["kind"], list(r["accounts"]), list(r["transfer_ids"]),
+        list(r.get("command_ids") or []), [_dec(a) for a in r["amounts"]],
+        r.get("currency") or "", list(r.get("timestamps") or []),
+        list(r.get("related_accounts") or []), list(r.get("relation_kinds") or []), r["ts"], p, o,
+    ]  # fmt: skip
+
+
+# --- sinks: add rows, flush them ---
+
+
+class BatchingSink(ABC):
+    """Buffers rows per table; ``flush`` writes them all or raises (nothing is committed)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, list[list[Any]]] = {}
+
+    def add(self, table: str, row: list[Any]) -> None:
+        self.buffers.setdefault(table, []).append(row)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(b) for b in self.buffers.values())
+
+    def flush(self, token: str) -> None:
+        for table, rows in self.buffers.items():
+            if rows:
+                self.write(table, rows, f"{token}:{table}")
+        self.buffers.clear()
+
+    def discard(self) -> None:
+        self.buffers.clear()
+
+    @abstractmethod
+    def write(self, table: str, rows: list[list[Any]], token: str) -> None: ...
+
+
+COLUMNS = {
+    "ledger_entries": LEDGER_COLUMNS,
+    "transfers": TRANSFER_COLUMNS,
+    "command_outcomes": OUTCOME_COLUMNS,
+    "account_events": ACCOUNT_COLUMNS,
+    "relations": RELATION_COLUMNS,
+    "alerts": ALERT_COLUMNS,
+}
+
+
+class ClickHouseSink(BatchingSink):
+    def __init__(self, client: Any) -> None:
+        super().__init__()
+        self.client = client
+
+    def write(self, table: str, rows: list[list[Any]], token: str) -> None:
+        self.client.insert(
+            table,
+            rows,
+            column_names=COLUMNS[table],
+            settings={"insert_deduplication_token": token},
+        )
+
+
+# --- the consumer loop ---
+
+
+@dataclass
+class SinkCounters:
+    batches: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class WarehouseSink:
+    def __init__(self, settings: Settings, sink: BatchingSink) -> None:
+        self.settings = settings
+        self.limits = settings.limits
+        self.sink = sink
+        self.topics = TopicNames(settings.topic_prefix)
+        self.codec = Codec.default()
+        self.counters = SinkCounters()
+        self._running = True
+        bootstrap = settings.bootstrap or "127.0.0.1:9092"
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": settings.topic_prefix + SINK_GROUP,
+                "client.id": "warehouse-sink",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,
+                "fetch.wait.max.ms": 50,
+                # Backpressure: librdkafka prefetches at most this much while we insert.
+                "queued.max.messages.kbytes": 65536,
+            }
+        )
+        self.dead_letters = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+        )
+        self._mappers: dict[str, Callable[[dict[str, Any], int, int], None]] = {
+            self.topics.ledger: lambda r, p, o: sink.add("ledger_entries", ledger_row(r, p, o)),
+            self.topics.transfers: lambda r, p, o: sink.add("transfers", transfer_row(r, p, o)),
+            self.topics.outcomes: lambda r, p, o: sink.add(
+                "command_outcomes", outcome_row(r, p, o)
+            ),
+            self.topics.accounts: self._account,
+            self.topics.alerts: lambda r, p, o: sink.add("alerts", alert_row(r, p, o)),
+        }
+
+    def _account(self, r: dict[str, Any], p: int, o: int) -> None:
+        self.sink.add("account_events", account_row(r, p, o))
+        if r["kind"] in ("related", "unrelated"):
+            self.sink.add("relations", relation_row(r))
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def run(self, install_signals: bool = True) -> None:
+        if install_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        self.consumer.subscribe(list(self._mappers))
+        try:
+            while self._running:
+                self.step()
+        finally:
+            self.consumer.close()
+            self.dead_letters.flush(10)
+
+    def step(self) -> int:
+        """One batch: poll, map, insert, commit. Returns the rows written."""
+        deadline = time.monotonic() + self.limits.sink_batch_interval_ms / 1000
+        offsets: dict[tuple[str, int], tuple[int, int]] = {}
+        # 1. Poll until the batch is full or its time is up.
+        while self.sink.rows < self.limits.sink_batch_rows_max and time.monotonic() < deadline:
+            msgs = self.consumer.consume(min(10_000, self.limits.sink_batch_rows_max), timeout=0.05)
+            for msg in msgs:
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error: %s", msg.error())
+                    continue
+                k = (msg.topic(), msg.partition())
+                first = offsets.get(k, (msg.offset(), 0))[0]
+                offsets[k] = (first, msg.offset())
+                # 2. Decode and map; poison goes to the dead-letter topic.
+                self._map(msg)
+            if not msgs and not offsets:
+                return 0
+        if not offsets:
+            return 0
+        rows = self.sink.rows
+        # 3. Insert every table's rows; the token names the exact offset ranges.
+        token = ",".join(f"{t}/{p}@{a}-{b}" for (t, p), (a, b) in sorted(offsets.items()))
+        try:
+            self.sink.flush(token)
+        except Exception:
+            # Nothing committed: rewind to the batch start and try again later.
+            self.sink.discard()
+            for (t, p), (a, _) in offsets.items():
+                self.consumer.seek(TopicPartition(t, p, a))
+            log.exception("warehouse insert failed; the batch will be retried")
+            time.sleep(1.0)
+            return 0
+        # 4. Only now commit the offsets.
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, b + 1) for (t, p), (_, b) in offsets.items()],
+            asynchronous=False,
+        )
+        self.counters.batches += 1
+        self.counters.rows += rows
+        return rows
+
+    def _map(self, msg: Message) -> None:
+        try:
+            _, record = self.codec.decode(msg.value() or b"")
+            self._mappers[msg.topic()](record, msg.partition(), msg.offset())
+        except (DecodeError, PoisonRecord, KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            self._dead_letter(msg, exc)
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        source = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
+        log.warning("dead letter %s: %s", source, exc)
+        value = self.codec.encode(
+            "DeadLetter",
+            {
+                "source": source,
+                "reason": f"warehouse sink cannot store it: {exc}"[: self.limits.reason_chars_max],
+                "error_code": getattr(exc, "code", type(exc).__name__),
+                "payload": (msg.value() or b"")[: self.limits.command_bytes_max],
+                "ts": int(time.time() * 1_000_000),
+            },
+        )
+        self.dead_letters.produce(self.topics.deadletter, value, source.encode())
+        self.dead_letters.poll(0)
+        self.counters.dead_letters += 1
