@@ -81,9 +81,22 @@ def migration_files() -> list[tuple[int, str, str]]:
 
 
 def statements(sql: str) -> list[str]:
-    """Split a migration into statements (no ';' inside our SQL strings or comments)."""
-    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a migration into statements at ';' outside quotes, dropping -- comment lines."""
+    text = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
+    out, buf, quote = [], [], ""
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'`\"":
+            quote = ch
+        elif ch == ";":
+            out.append("".join(buf).strip())
+            buf = []
+            continue
+        buf.append(ch)
+    out.append("".join(buf).strip())
+    return [s for s in out if s]
 
 
 def migrate(client: Client) -> list[str]:
