@@ -194,9 +194,27 @@ def status(settings: Settings) -> dict[str, Any]:
     }
 
 
+def exit_with_parent() -> None:
+    """Tests set PAYSTREAM_EXIT_WITH_PARENT so an aborted test run leaves no process behind."""
+    import threading
+
+    if not os.environ.get("PAYSTREAM_EXIT_WITH_PARENT"):
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def run_worker(settings: Settings, instance: int) -> int:
     """Entry point of a ledger worker process."""
     from streams.errors import FatalProcessorError
+
+    exit_with_parent()
     from streams.processor import LedgerProcessor
 
     settings = resolved(settings)
@@ -214,6 +232,7 @@ def run_warehouse(settings: Settings) -> int:
     from connectors.sink import ClickHouseSink, WarehouseSink
     from connectors.warehouse import chdb_path, embedded, http_port, migrate, owner_client
 
+    exit_with_parent()
     settings = resolved(settings)
     client = owner_client(settings)
     migrate(client)

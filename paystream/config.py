@@ -19,7 +19,7 @@ class Limits:
     """Bounds on every batch, queue, memory and retry. Documented in README."""
 
     # Exactly-once processor: records consumed per transaction, and how long to fill a batch.
-    batch_records_max: int = 2000
+    batch_records_max: int = 10_000
     batch_wait_ms: int = 20
     # Commit retries before the worker gives up on a batch and exits (supervisor restarts it).
     commit_retries_max: int = 5

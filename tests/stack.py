@@ -26,6 +26,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
         "PAYSTREAM_PARTITIONS": str(settings.partitions),
         "PYTHONUNBUFFERED": "1",
+        "PAYSTREAM_EXIT_WITH_PARENT": "1",
     }
 
 
