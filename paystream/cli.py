@@ -302,11 +302,15 @@ def _jsonable(v: Any) -> Any:
 
     if isinstance(v, decimal.Decimal):
         return str(v)
-    if isinstance(v, datetime.datetime):
+    if isinstance(v, datetime.date):  # datetime too
         return v.isoformat()
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
-    return v
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return str(v)  # UUID, IP addresses, bytes...
 
 
 def _query(

@@ -75,6 +75,7 @@ def _summary(settings: Settings, work: Workload, oracle: Oracle, elapsed: float)
     for b in live.values():
         totals[b["currency"]] += int(b["balance"].replace(".", ""))
     outcomes = Counter(oracle.outcomes.values())
+    warehouse = _warehouse(settings, prefix, expected)
     return {
         "accounts": len(live),
         "blocked": sum(1 for b in live.values() if b["status"] == "blocked"),
@@ -89,7 +90,44 @@ def _summary(settings: Settings, work: Workload, oracle: Oracle, elapsed: float)
         "seconds": round(elapsed, 1),
         "matches_sequential_model": live == expected,
         "replay_problems": diffs[:20],
-        "verified": live == expected and not diffs,
+        "warehouse": warehouse,
+        "sample_account": work.name(1),
+        "verified": live == expected and not diffs and warehouse.get("matches", True),
+    }
+
+
+EXAMPLE_QUERIES = [
+    "SELECT account, balance FROM account_balances ORDER BY balance_decimal DESC LIMIT 5",
+    "SELECT toDate(ts) AS day, currency, sum(abs(amount)) / 2 AS volume FROM ledger_entries FINAL"
+    " WHERE kind = 'transfer_post' GROUP BY day, currency",
+    "SELECT reason, count() FROM command_outcomes FINAL WHERE status = 'rejected' GROUP BY reason"
+    " ORDER BY count() DESC",
+]
+
+
+def _warehouse(settings: Settings, prefix: str, expected: dict[str, Any]) -> dict[str, Any]:
+    """Warehouse figures, when a warehouse is running (the demo works without one)."""
+    from connectors.warehouse import describe, query_client
+
+    try:
+        client = query_client(settings)
+        rows = client.query(
+            "SELECT account, balance FROM account_balances WHERE startsWith(account, {p:String})",
+            parameters={"p": prefix},
+        ).result_rows
+        counts = {
+            t: int(client.command(f"SELECT count() FROM {t} FINAL"))
+            for t in ("ledger_entries", "transfers", "command_outcomes", "account_events")
+        }
+    except Exception as exc:  # not running: say so, don't fail the demo
+        return {"available": False, "error": str(exc)[:200]}
+    got = {a: b for a, b in rows}
+    return {
+        "available": True,
+        "where": describe(settings),
+        "rows": counts,
+        "matches": got == {a: v["balance"] for a, v in expected.items()},
+        "examples": EXAMPLE_QUERIES,
     }
 
 
@@ -105,7 +143,21 @@ def _print(s: dict[str, Any]) -> None:
         t.add_row(f"  outcome: {reason}", str(n))
     t.add_row("balances = sequential model", "yes" if s["matches_sequential_model"] else "NO")
     t.add_row("replay of the ledger log", "balances" if not s["replay_problems"] else "MISMATCH")
+    w = s["warehouse"]
+    if w.get("available"):
+        t.add_row("warehouse", w["where"])
+        for table, n in w["rows"].items():
+            t.add_row(f"  {table}", f"{n:,} rows")
+        t.add_row("warehouse balances = model", "yes" if w["matches"] else "NO")
+    else:
+        t.add_row("warehouse", "not running")
     console.print(t)
+    if w.get("available"):
+        console.print(
+            "Ask the warehouse (paystream sql, or any ClickHouse client on 127.0.0.1:8123):"
+        )
+        for q in w["examples"]:
+            console.print(f'  paystream sql "{q}"')
     for p in s["replay_problems"]:
         console.print(f"[red]{p}[/red]")
     console.print(
