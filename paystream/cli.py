@@ -516,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.fn(args, settings))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `paystream ... | head`: the reader left, which is fine
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -156,61 +156,286 @@ class Alert:
         )
 
 
-class _Backward:
-    """Latest-departure labels towards ``x``, one dict per level, computed on demand.
+class _Ctx:
+    """What one closing edge ``x -> w`` at ``ts`` searches over."""
 
-    ``delta[j]``: vertices whose latest departure (over walks of <= j hops reaching ``x``
-    before ``ts``) improved at level j; ``cum[j]``: all labels after level j. Shared by the
-    cycle and the indirect search of one closing edge. ``w`` may be labelled but is never
-    expanded: no chain passes through the closing edge's destination.
-    """
-
-    __slots__ = ("cum", "delta", "in_nbr", "in_ts", "lo", "w")
+    __slots__ = ("base", "e_ts", "inn", "lo", "out", "ts", "w", "x")
 
     def __init__(
-        self, in_ts: list[list[int]], in_nbr: list[list[int]], x: int, w: int, ts: int, lo: int
+        self,
+        out: list[dict[int, list[int]]],
+        inn: list[dict[int, list[int]]],
+        e_ts: list[int],
+        base: int,
+        x: int,
+        w: int,
+        ts: int,
+        lo: int,
     ) -> None:
-        self.in_ts = in_ts
-        self.in_nbr = in_nbr
-        self.w = w
-        self.lo = lo
-        self.delta: list[dict[int, int]] = [{x: ts}]
-        self.cum: list[dict[int, int]] = [{x: ts}]
+        self.out, self.inn, self.e_ts, self.base = out, inn, e_ts, base
+        self.x, self.w, self.ts, self.lo = x, w, ts, lo
 
-    def cost(self, j: int) -> int:
-        """Edges a new level would scan (0 when it is already computed)."""
-        if j + 1 < len(self.delta):
-            return 0
-        in_ts = self.in_ts
-        return sum(len(in_ts[v]) for v in self.delta[j])
 
-    def level(self, j: int) -> None:
-        """Make sure ``delta[j]`` and ``cum[j]`` exist."""
-        while len(self.delta) <= j:
-            self._expand()
+def _first_after(sl: list[int], e_ts: list[int], base: int, a: int, hi: int) -> int | None:
+    """Earliest ts in ``(a, hi)`` among a pair's edges (slots sorted by ts)."""
+    for s in sl:
+        t = e_ts[s - base]
+        if t > a:
+            return t if t < hi else None
+    return None
 
-    def _expand(self) -> None:
-        in_ts, in_nbr, w, lo = self.in_ts, self.in_nbr, self.w, self.lo
-        cum = self.cum[-1]
+
+def _last_before(sl: list[int], e_ts: list[int], base: int, d: int, lo: int) -> int | None:
+    """Latest ts in ``[lo, d)`` among a pair's edges."""
+    for k in range(len(sl) - 1, -1, -1):
+        t = e_ts[sl[k] - base]
+        if t < d:
+            return t if t >= lo else None
+    return None
+
+
+class _Level:
+    """Labels of one search level: earliest arrival (forward) or latest departure (backward).
+
+    Keys may include vertices without a valid label (lazy levels); ``label`` says None then.
+    """
+
+    __slots__ = ()
+
+    def keys(self) -> AbstractSet[int]:
+        raise NotImplementedError
+
+    def label(self, v: int) -> int | None:
+        raise NotImplementedError
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        raise NotImplementedError
+
+
+class _Labels(_Level):
+    __slots__ = ("d",)
+
+    def __init__(self, d: dict[int, int]) -> None:
+        self.d = d
+
+    def keys(self) -> AbstractSet[int]:
+        return self.d.keys()
+
+    def label(self, v: int) -> int | None:
+        return self.d.get(v)
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        return iter(self.d.items())
+
+
+class _After(_Level):
+    """Level 1 forward from a single start: its out-neighbour map is the level, labelled on
+    demand. Building it is O(1), which is what makes hubs affordable."""
+
+    __slots__ = ("a", "base", "e_ts", "hi", "m", "w")
+
+    def __init__(self, m: dict[int, list[int]], a: int, ctx: _Ctx) -> None:
+        self.m, self.a, self.hi, self.w, self.e_ts, self.base = m, a, ctx.ts, ctx.w, ctx.e_ts, ctx.base
+
+    def keys(self) -> AbstractSet[int]:
+        return self.m.keys()
+
+    def label(self, v: int) -> int | None:
+        sl = self.m.get(v)
+        if sl is None or v == self.w:
+            return None
+        return _first_after(sl, self.e_ts, self.base, self.a, self.hi)
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        e_ts, base, a, hi, w = self.e_ts, self.base, self.a, self.hi, self.w
+        for v, sl in self.m.items():
+            if v != w:
+                t = _first_after(sl, e_ts, base, a, hi)
+                if t is not None:
+                    yield v, t
+
+
+class _Before(_Level):
+    """Level 1 backward from ``x``: its in-neighbour map, labelled on demand."""
+
+    __slots__ = ("base", "d", "e_ts", "lo", "m")
+
+    def __init__(self, m: dict[int, list[int]], d: int, ctx: _Ctx) -> None:
+        self.m, self.d, self.lo, self.e_ts, self.base = m, d, ctx.lo, ctx.e_ts, ctx.base
+
+    def keys(self) -> AbstractSet[int]:
+        return self.m.keys()
+
+    def label(self, v: int) -> int | None:
+        sl = self.m.get(v)
+        return None if sl is None else _last_before(sl, self.e_ts, self.base, self.d, self.lo)
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        e_ts, base, d, lo = self.e_ts, self.base, self.d, self.lo
+        for v, sl in self.m.items():
+            t = _last_before(sl, e_ts, base, d, lo)
+            if t is not None:
+                yield v, t
+
+
+class _Side:
+    """The levels of one direction of the search; level p holds the vertices whose label
+    improved at p hops (a superset would be sound for detection, but the canonical
+    extraction relies on exact earliest arrivals, so lazy levels are only built from a
+    single vertex at level 0). The backward side is shared by both searches of an edge."""
+
+    __slots__ = ("adj", "ctx", "forward", "levels")
+
+    def __init__(self, ctx: _Ctx, forward: bool, first: dict[int, int]) -> None:
+        self.ctx = ctx
+        self.forward = forward
+        self.adj = ctx.out if forward else ctx.inn
+        self.levels: list[_Level] = [_Labels(first)]
+
+    def cost(self, p: int) -> tuple[int, int]:
+        """(0 for free or lazy, 1 for a scan; edges scanned) of going from level p to p+1."""
+        if p + 1 < len(self.levels):
+            return (0, 0)
+        keys = self.levels[p].keys()
+        adj = self.adj
+        if p == 0 and len(keys) == 1:
+            return (0, len(adj[next(iter(keys))]))
+        if len(keys) > 4096:  # estimating is enough to choose a side
+            return (1, 32 * len(keys))
+        return (1, sum(len(adj[v]) for v in keys))
+
+    def extend(self, p: int) -> _Level:
+        """Level p+1 (built once)."""
+        if p + 1 < len(self.levels):
+            return self.levels[p + 1]
+        level = self.levels[p]
+        ctx = self.ctx
+        if p == 0 and len(level.keys()) == 1:
+            ((v, a),) = level.items()
+            lazy: _Level = _After(ctx.out[v], a, ctx) if self.forward else _Before(ctx.inn[v], a, ctx)
+            self.levels.append(lazy)
+            return lazy
+        new = self._expand_forward(p) if self.forward else self._expand_backward(p)
+        labels = _Labels(new)
+        self.levels.append(labels)
+        return labels
+
+    def best(self, v: int, p: int) -> int | None:
+        """v's label over levels 0..p: the last level holding v has the best one."""
+        for q in range(p, -1, -1):
+            lab = self.levels[q].label(v)
+            if lab is not None:
+                return lab
+        return None
+
+    def _expand_forward(self, p: int) -> dict[int, int]:
+        ctx = self.ctx
+        out, e_ts, base, w, ts = ctx.out, ctx.e_ts, ctx.base, ctx.w, ctx.ts
         new: dict[int, int] = {}
-        for v, d in self.delta[-1].items():
+        for v, a in self.levels[p].items():
+            for y, sl in out[v].items():
+                if y == w:
+                    continue  # no chain passes through the closing edge's destination
+                t = _first_after(sl, e_ts, base, a, ts)
+                if t is None or t >= new.get(y, _POS):
+                    continue
+                old = self.best(y, p)
+                if old is None or t < old:
+                    new[y] = t
+        return new
+
+    def _expand_backward(self, p: int) -> dict[int, int]:
+        ctx = self.ctx
+        inn, e_ts, base, w, lo = ctx.inn, ctx.e_ts, ctx.base, ctx.w, ctx.lo
+        new: dict[int, int] = {}
+        for v, d in self.levels[p].items():
             if v == w:
-                continue
-            tsl = in_ts[v]
-            k0 = bisect_left(tsl, lo)
-            k = bisect_left(tsl, d) - 1
-            nb = in_nbr[v]
-            # Latest first: the first hit per source is its best departure from v's side.
-            while k >= k0:
-                z = nb[k]
-                t = tsl[k]
-                k -= 1
-                if t > cum.get(z, _NEG) and t > new.get(z, _NEG):
+                continue  # w may be labelled (a cycle starts there) but is never crossed
+            for z, sl in inn[v].items():
+                t = _last_before(sl, e_ts, base, d, lo)
+                if t is None or t <= new.get(z, _NEG):
+                    continue
+                old = self.best(z, p)
+                if old is None or t > old:
                     new[z] = t
-        merged = dict(cum)
-        merged.update(new)
-        self.delta.append(new)
-        self.cum.append(merged)
+        return new
+
+
+def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
+    """Is there an edge a -> b, a in ``fwd``, b in ``back``, b != w, fitting both labels?
+
+    Iterates the smaller level in Python; the neighbour tests are set operations in C.
+    """
+    out, inn, e_ts, base, w = ctx.out, ctx.inn, ctx.e_ts, ctx.base, ctx.w
+    fk, bk = fwd.keys(), back.keys()
+    if len(fk) <= len(bk):
+        for a in fk:
+            adj = out[a]
+            if adj.keys().isdisjoint(bk):
+                continue
+            la = fwd.label(a)
+            if la is None:
+                continue
+            for b in adj.keys() & bk:
+                if b == w:
+                    continue
+                lb = back.label(b)
+                if lb is not None and _first_after(adj[b], e_ts, base, la, lb) is not None:
+                    return True
+    else:
+        for b in bk:
+            if b == w:
+                continue
+            adj = inn[b]
+            if adj.keys().isdisjoint(fk):
+                continue
+            lb = back.label(b)
+            if lb is None:
+                continue
+            for a in adj.keys() & fk:
+                la = fwd.label(a)
+                if la is not None and _first_after(adj[a], e_ts, base, la, lb) is not None:
+                    return True
+    return False
+
+
+def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
+    """For each a in ``fwd``: the latest edge a -> b (b in ``nxt``, b != w) after a's label
+    and before b's label."""
+    out, inn, e_ts, base, w = ctx.out, ctx.inn, ctx.e_ts, ctx.base, ctx.w
+    res: dict[int, int] = {}
+    fk, nk = fwd.keys(), nxt.keys()
+    if len(fk) <= len(nk):
+        for a in fk:
+            adj = out[a]
+            if adj.keys().isdisjoint(nk):
+                continue
+            la = fwd.label(a)
+            if la is None:
+                continue
+            for b in adj.keys() & nk:
+                lb = nxt.label(b)
+                if b != w and lb is not None:
+                    t = _last_before(adj[b], e_ts, base, lb, la + 1)
+                    if t is not None and t > res.get(a, _NEG):
+                        res[a] = t
+    else:
+        for b in nk:
+            if b == w:
+                continue
+            adj = inn[b]
+            if adj.keys().isdisjoint(fk):
+                continue
+            lb = nxt.label(b)
+            if lb is None:
+                continue
+            for a in adj.keys() & fk:
+                la = fwd.label(a)
+                if la is not None:
+                    t = _last_before(adj[a], e_ts, base, lb, la + 1)
+                    if t is not None and t > res.get(a, _NEG):
+                        res[a] = t
+    return res
 
 
 class RelatedTransferDetector:
