@@ -53,9 +53,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -235,7 +236,14 @@ class _After(_Level):
     __slots__ = ("a", "base", "e_ts", "hi", "m", "w")
 
     def __init__(self, m: dict[int, list[int]], a: int, ctx: _Ctx) -> None:
-        self.m, self.a, self.hi, self.w, self.e_ts, self.base = m, a, ctx.ts, ctx.w, ctx.e_ts, ctx.base
+        self.m, self.a, self.hi, self.w, self.e_ts, self.base = (
+            m,
+            a,
+            ctx.ts,
+            ctx.w,
+            ctx.e_ts,
+            ctx.base,
+        )
 
     def keys(self) -> AbstractSet[int]:
         return self.m.keys()
@@ -312,7 +320,9 @@ class _Side:
         ctx = self.ctx
         if p == 0 and len(level.keys()) == 1:
             ((v, a),) = level.items()
-            lazy: _Level = _After(ctx.out[v], a, ctx) if self.forward else _Before(ctx.inn[v], a, ctx)
+            lazy: _Level = (
+                _After(ctx.out[v], a, ctx) if self.forward else _Before(ctx.inn[v], a, ctx)
+            )
             self.levels.append(lazy)
             return lazy
         new = self._expand_forward(p) if self.forward else self._expand_backward(p)
@@ -467,12 +477,10 @@ class RelatedTransferDetector:
         # Vertices.
         self._vid: dict[str, int] = {}
         self._names: list[str] = []
-        self._out_ts: list[list[int]] = []
-        self._out_nbr: list[list[int]] = []
-        self._out_slot: list[list[int]] = []
-        self._in_ts: list[list[int]] = []
-        self._in_nbr: list[list[int]] = []
-        self._in_slot: list[list[int]] = []
+        # Per vertex: neighbour -> slots of the edges between them, sorted by ts. The list is
+        # one object shared by both ends (out of the source, in of the destination).
+        self._out: list[dict[int, list[int]]] = []
+        self._in: list[dict[int, list[int]]] = []
         # Edges by slot (arrival number); list index = slot - _base.
         self._base = 0
         self._head = 0  # slots below are expired
@@ -535,24 +543,14 @@ class RelatedTransferDetector:
                 self._rel,
                 self._comp,
                 self._members,
-                self._e_ts,
-                self._e_src,
-                self._e_dst,
-                self._e_tid,
-                self._e_cmd,
-                self._e_amount,
-                self._e_cur,
+                self._out,
+                self._in,
+                *self._edge_arrays(),
             )
         )
-        for lists in (
-            self._out_ts,
-            self._out_nbr,
-            self._out_slot,
-            self._in_ts,
-            self._in_nbr,
-            self._in_slot,
-        ):
-            total += size(lists) + sum(size(x) for x in lists)
+        for maps in (self._out, self._in):
+            total += sum(size(m) for m in maps)
+        total += sum(size(sl) for m in self._out for sl in m.values())  # shared pair lists
         total += sum(size(n) + 28 for n in self._names)  # names and their index ints
         # Per edge: ts and slot ints, three strings (currency strings are shared).
         for i in range(len(self._e_ts)):
@@ -562,6 +560,17 @@ class RelatedTransferDetector:
         # igraph: from/to and two index vectors per edge, 5 attribute pointers, 2 per vertex.
         g_edges, g_vertices = int(self._g.ecount()), int(self._g.vcount())
         return total + g_edges * (4 * 8 + 5 * 8) + g_vertices * (2 * 8 + 8)
+
+    def _edge_arrays(self) -> tuple[list[Any], ...]:
+        return (
+            self._e_ts,
+            self._e_src,
+            self._e_dst,
+            self._e_tid,
+            self._e_cmd,
+            self._e_amount,
+            self._e_cur,
+        )
 
     # -- relations ------------------------------------------------------------------------------
 
@@ -698,142 +707,84 @@ class RelatedTransferDetector:
         return alerts
 
     def _detect(self, t: TransferEdge, x: int, w: int) -> list[Alert]:
-        ts, lo = t.ts, t.ts - self.window_us
+        ts = t.ts
+        ctx = _Ctx(self._out, self._in, self._e_ts, self._base, x, w, ts, ts - self.window_us)
         alerts: list[Alert] = []
         cw = self._comp.get(w)
         if cw is not None and cw == self._comp.get(x):
             alerts.append(self._alert(DIRECT, [], t, x, w))
-        back = _Backward(self._in_ts, self._in_nbr, x, w, ts, lo)
-        starts: list[int] = []
+        back = _Side(ctx, False, {x: ts})
         if cw is not None:
             starts = [u for u in self._members[cw] if u != w and u != x]
-        if starts:
-            chain = self._search(starts, x, w, ts, lo, back)
+            chain = self._search(starts, ctx, back) if starts else None
             if chain is not None:
                 alerts.append(self._alert(INDIRECT, chain, t, self._e_src[chain[0]], w))
-        chain = self._search([w], x, w, ts, lo, back)
+        chain = self._search([w], ctx, back)
         if chain is not None:
             alerts.append(self._alert(CYCLE, chain, t, w, w))
         return alerts
 
-    def _search(
-        self, starts: list[int], x: int, w: int, ts: int, lo: int, back: _Backward
-    ) -> list[int] | None:
-        """Indexes (slot - base) of the canonical chain's edges before the closing one."""
-        lmax = self.max_hops - 1
-        f_delta: list[dict[int, int]] = [dict.fromkeys(starts, lo - 1)]
-        f_cum: list[dict[int, int]] = [f_delta[0]]
+    def _search(self, starts: list[int], ctx: _Ctx, back: _Side) -> list[int] | None:
+        """Indexes (slot - base) of the canonical chain's edges before the closing one.
+
+        Level by level, a walk of ``hops`` edges exists iff some edge joins the forward level
+        i and the backward level j, i + j + 1 = hops; the first such level is the fewest hops.
+        """
+        fwd = _Side(ctx, True, dict.fromkeys(starts, ctx.lo - 1))
         i = j = 0
-        while i + j < lmax:
-            front = f_delta[i]
-            b_cost = back.cost(j)
-            f_cost = sum(len(self._out_ts[v]) for v in front) if b_cost else 0
-            if b_cost <= f_cost:
-                j += 1
-                back.level(j)
-                new_b = back.delta[j]
-                if not new_b:
-                    return None  # a longer chain would need a vertex improved at this level
-                fc = f_cum[i]
-                if any(fc.get(v, _POS) < d for v, d in new_b.items()):
-                    return self._extract(i + j, f_delta, back, j, x, w, ts, lo)
-            else:
-                new_f = self._forward(front, f_cum[i], w, ts)
-                if not new_f:
-                    return None
-                f_delta.append(new_f)
-                merged = dict(f_cum[i])
-                merged.update(new_f)
-                f_cum.append(merged)
-                i += 1
-                bc = back.cum[j]
-                if any(a < bc.get(v, _NEG) for v, a in new_f.items()):
-                    return self._extract(i + j, f_delta, back, j, x, w, ts, lo)
+        for hops in range(1, self.max_hops):
+            if hops > 1:
+                if fwd.cost(i) < back.cost(j):
+                    level = fwd.extend(i)
+                    i += 1
+                else:
+                    level = back.extend(j)
+                    j += 1
+                if isinstance(level, _Labels) and not level.d:
+                    return None  # a longer walk would need a vertex improved at this level
+            if _join(fwd.levels[i], back.levels[j], ctx):
+                return self._extract(hops, fwd, i, back, j)
         return None
 
-    def _forward(
-        self, front: dict[int, int], cum: dict[int, int], w: int, ts: int
-    ) -> dict[int, int]:
-        """One level of earliest-arrival labels from ``front``; never enters ``w``."""
-        out_ts, out_nbr = self._out_ts, self._out_nbr
-        new: dict[int, int] = {}
-        for v, a in front.items():
-            tsl = out_ts[v]
-            n = len(tsl)
-            k = bisect_right(tsl, a)
-            nb = out_nbr[v]
-            while k < n:
-                t = tsl[k]
-                if t >= ts:
-                    break
-                y = nb[k]
-                k += 1
-                if y != w and t < cum.get(y, _POS) and t < new.get(y, _POS):
-                    new[y] = t
-        return new
+    def _extract(self, hops: int, fwd: _Side, i: int, back: _Side, j: int) -> list[int]:
+        """The canonical walk of ``hops`` edges (no shorter one exists).
 
-    def _extract(
-        self,
-        hops: int,
-        f_delta: list[dict[int, int]],
-        back: _Backward,
-        j: int,
-        x: int,
-        w: int,
-        ts: int,
-        lo: int,
-    ) -> list[int]:
-        """The canonical walk of ``hops`` edges (fewest hops is known to be ``hops``).
-
-        ``feas[q]``: for a vertex at position q, the latest departure that still completes the
-        chain. On a shortest walk, the vertex at position q was improved exactly at forward
-        level q and backward level ``hops - q`` (else a shorter walk would exist), so positions
-        at or after ``hops - j`` read the backward deltas and the others are computed here over
-        the forward deltas only.
+        ``feas[q]``: for a vertex at position q, the latest departure that still completes
+        the walk. On a shortest walk the vertex at position q was improved exactly at forward
+        level q (q <= i) and at backward level ``hops - q`` (q > i), else a shorter walk would
+        exist; so feasibility is exact, and choosing the smallest feasible transfer id hop by
+        hop gives the smallest tuple. A shortest walk is a simple path, hence a chain.
         """
-        out_ts, out_nbr, out_slot = self._out_ts, self._out_nbr, self._out_slot
-        feas: list[dict[int, int]] = [{} for _ in range(hops + 1)]
-        split = hops - j
-        for q in range(split, hops + 1):
-            feas[q] = back.delta[hops - q]
-        for q in range(split - 1, 0, -1):
-            nxt = feas[q + 1]
-            cur: dict[int, int] = {}
-            for v, a in f_delta[q].items():
-                tsl, nb = out_ts[v], out_nbr[v]
-                k0 = bisect_right(tsl, a)
-                k = bisect_left(tsl, ts) - 1
-                while k >= k0:
-                    y = nb[k]
-                    if y != w and tsl[k] < nxt.get(y, _NEG):
-                        cur[v] = tsl[k]
-                        break
-                    k -= 1
-            feas[q] = cur
-        # Greedy from the first hop: the smallest transfer id that can still be completed.
-        tids, base = self._e_tid, self._base
+        ctx = fwd.ctx
+        out, e_ts, base, w = ctx.out, ctx.e_ts, ctx.base, ctx.w
+        feas: list[_Level] = [fwd.levels[0]] * (hops + 1)
+        for q in range(i + 1, hops + 1):
+            feas[q] = back.levels[hops - q]
+        for q in range(i, 0, -1):
+            feas[q] = _Labels(_latest_departures(fwd.levels[q], feas[q + 1], ctx))
+        tids, dsts = self._e_tid, self._e_dst
         chain: list[int] = []
-        here: list[tuple[int, int]] = [(s, lo - 1) for s in f_delta[0]]
+        here = list(fwd.levels[0].items())
         for q in range(hops):
             nxt = feas[q + 1]
-            best: int | None = None
+            nk = nxt.keys()
+            best = -1
             best_tid = ""
             for v, a in here:
-                tsl, nb, sl = out_ts[v], out_nbr[v], out_slot[v]
-                k = bisect_right(tsl, a)
-                end = bisect_left(tsl, ts)
-                while k < end:
-                    y = nb[k]
-                    if y != w and tsl[k] < nxt.get(y, _NEG):
-                        e = sl[k] - base
-                        if best is None or tids[e] < best_tid:
+                adj = out[v]
+                for y in adj.keys() & nk:
+                    ly = nxt.label(y)
+                    if y == w or ly is None:
+                        continue
+                    for s in adj[y]:
+                        e = s - base
+                        if a < e_ts[e] < ly and (best < 0 or tids[e] < best_tid):
                             best, best_tid = e, tids[e]
-                    k += 1
-            if best is None:
-                raise AssertionError("no feasible continuation on a chain known to exist")
+            if best < 0:
+                raise AssertionError("no feasible continuation on a walk known to exist")
             chain.append(best)
-            here = [(self._e_dst[best], self._e_ts[best])]
-        if self._e_dst[chain[-1]] != x:
+            here = [(dsts[best], e_ts[best])]
+        if dsts[chain[-1]] != ctx.x:
             raise AssertionError("canonical chain does not end at the closing edge")
         return chain
 
@@ -870,15 +821,8 @@ class RelatedTransferDetector:
             v = len(self._names)
             self._vid[name] = v
             self._names.append(name)
-            for lists in (
-                self._out_ts,
-                self._out_nbr,
-                self._out_slot,
-                self._in_ts,
-                self._in_nbr,
-                self._in_slot,
-            ):
-                lists.append([])
+            self._out.append({})
+            self._in.append({})
         return v
 
     def _insert(self, t: TransferEdge, x: int, w: int) -> None:
@@ -893,8 +837,17 @@ class RelatedTransferDetector:
         self._e_amount.append(t.amount)
         self._e_cur.append(t.currency)
         self._by_tid[t.transfer_id] = slot
-        _place(self._out_ts[x], self._out_nbr[x], self._out_slot[x], ts, w, slot)
-        _place(self._in_ts[w], self._in_nbr[w], self._in_slot[w], ts, x, slot)
+        pair = self._out[x].get(w)
+        if pair is None:
+            pair = [slot]
+            self._out[x][w] = pair
+            self._in[w][x] = pair
+        else:
+            e_ts, base = self._e_ts, self._base
+            if e_ts[pair[-1] - base] <= ts:
+                pair.append(slot)
+            else:  # arrived out of order: keep the pair's edges sorted by ts
+                pair.insert(bisect_right(pair, ts, key=lambda s: e_ts[s - base]), slot)
 
     def _advance(self, ts: int) -> None:
         if ts <= self._watermark:
@@ -916,29 +869,22 @@ class RelatedTransferDetector:
         cut = self._head - self._base
         if cut:
             dead_below = self._watermark - self.window_us
-            touched = set(self._e_src[:cut])
-            touched.update(self._e_dst[:cut])
-            for lists in (
-                (self._out_ts, self._out_nbr, self._out_slot),
-                (self._in_ts, self._in_nbr, self._in_slot),
-            ):
-                tsls, nbs, sls = lists
-                for v in touched:
-                    k = bisect_left(tsls[v], dead_below)
-                    if k:
-                        del tsls[v][:k], nbs[v][:k], sls[v][:k]
+            out, inn, e_ts, base = self._out, self._in, self._e_ts, self._base
+            for a, b in zip(self._e_src[:cut], self._e_dst[:cut], strict=True):
+                pair = out[a].get(b)
+                if pair is None:
+                    continue  # emptied by an earlier edge of the same pair
+                k = 0
+                while k < len(pair) and e_ts[pair[k] - base] < dead_below:
+                    k += 1
+                if k == len(pair):
+                    del out[a][b], inn[b][a]
+                elif k:
+                    del pair[:k]
             by_tid = self._by_tid
             for tid in self._e_tid[:cut]:
                 del by_tid[tid]
-            for arr in (
-                self._e_ts,
-                self._e_src,
-                self._e_dst,
-                self._e_tid,
-                self._e_cmd,
-                self._e_amount,
-                self._e_cur,
-            ):
+            for arr in self._edge_arrays():
                 del arr[:cut]
         new_base = self._head
         g = self._g
@@ -971,19 +917,6 @@ class RelatedTransferDetector:
         """Transfer ids in the window, in arrival order (for checks)."""
         start = self._head - self._base
         yield from self._e_tid[start:]
-
-
-def _place(tsl: list[int], nb: list[int], sl: list[int], ts: int, other: int, slot: int) -> None:
-    """Append, or insert in ts order for a transfer that arrived out of order."""
-    if not tsl or tsl[-1] <= ts:
-        tsl.append(ts)
-        nb.append(other)
-        sl.append(slot)
-        return
-    k = bisect_right(tsl, ts)
-    tsl.insert(k, ts)
-    nb.insert(k, other)
-    sl.insert(k, slot)
 
 
 __all__ = [

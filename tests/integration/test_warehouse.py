@@ -97,3 +97,62 @@ def test_sink_survives_kill_9_mid_batch_and_views_match_the_write_side(stack: Le
         cli(stack.settings, "trace", "wh-0", "--json", port=stack.warehouse_port).stdout
     )
     assert trace["out"], "wh-0 sent money in the transfer phase"
+
+
+def test_a_poison_record_goes_to_dead_letters_and_its_neighbours_land(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import clickhouse_connect
+    from confluent_kafka import Producer
+
+    from connectors.sink import ClickHouseSink, WarehouseSink
+    from connectors.warehouse import migrate
+    from ops.topics import TopicNames
+    from schemas.codec import Codec
+
+    codec = Codec.default()
+    topics = TopicNames(settings.topic_prefix)
+    good = {
+        "event_id": "e1",
+        "entry_id": "x",
+        "command_id": "c",
+        "transfer_id": None,
+        "account": "a",
+        "counterparty": "@world/USD",
+        "currency": "USD",
+        "amount": "1.00",
+        "balance_after": "1.00",
+        "account_seq": 1,
+        "kind": "deposit",
+        "ts": 1,
+    }
+    p = Producer({"bootstrap.servers": settings.bootstrap})
+    p.produce(topics.ledger, codec.encode("LedgerPosting", good), b"a", 0)
+    p.produce(
+        topics.ledger,
+        codec.encode("LedgerPosting", {**good, "event_id": "e2", "amount": "abc"}),
+        b"a",
+        0,
+    )
+    p.produce(topics.ledger, b"\xc3\x01garbage", b"a", 0)
+    p.produce(
+        topics.ledger,
+        codec.encode("LedgerPosting", {**good, "event_id": "e3", "account_seq": 2}),
+        b"a",
+        0,
+    )
+    p.flush(10)
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'wh'}")
+    migrate(client)
+    assert migrate(client) == []  # idempotent
+    sink = WarehouseSink(settings, ClickHouseSink(client))
+    sink.consumer.subscribe([topics.ledger])
+    deadline = time.monotonic() + 60
+    while sink.counters.rows + sink.counters.dead_letters < 4 and time.monotonic() < deadline:
+        sink.step()
+    sink.consumer.close()
+    sink.dead_letters.flush(10)
+    assert sorted(
+        r[0] for r in client.query("SELECT event_id FROM ledger_entries FINAL").result_rows
+    ) == ["e1", "e3"]
+    assert sink.counters.dead_letters == 2
+    dead = [codec.decode(m.value())[1] for m in queries.scan(settings, topics.deadletter)]
+    assert len(dead) == 2 and all(d["source"].startswith(topics.ledger) for d in dead)
