@@ -126,6 +126,53 @@ def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> 
             "target_p99_ms": 250}
 
 
+def rss_with_accounts(cluster, accounts: int) -> dict:  # type: ignore[no-untyped-def]
+    """Worker memory with ``accounts`` open accounts: state restored from the changelog."""
+    from confluent_kafka import Producer
+
+    from streams.ledger import model as m
+    from streams.partitioner import partition_for
+    from streams.records import encode_state
+
+    settings = namespace(cluster)
+    topic = TopicNames(settings.topic_prefix).ledger_state
+    p = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 20, "enable.idempotence": True,
+                  "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    for i in range(accounts):
+        key = f"a{i}"
+        recent = tuple(m.Remembered(f"cmd-{i}-{j}", "0123456789abcdef", "accepted") for j in range(8))
+        state = m.AccountState(key, m.Status.open, f"u{i}", "USD", 100_000, 0, 8, recent)
+        while True:
+            try:
+                p.produce(topic, encode_state(state), key.encode(), partition_for(key, settings.partitions))
+                break
+            except BufferError:
+                p.poll(0.05)
+    p.flush(300)
+    w = Workers(settings, 1)
+    start = time.perf_counter()
+    w.start()
+    log = w.sup.log_path("ledger-1")
+    try:
+        while "assigned partitions" not in (log.read_text() if log.exists() else ""):
+            if time.perf_counter() - start > 1200:
+                raise SystemExit("restore did not finish")
+            time.sleep(1)
+        restored_s = time.perf_counter() - start
+        after_restore = w.rss_mb()["ledger-1"]
+        with CommandProducer(settings) as prod:
+            for c in transfers(20_000, accounts, "rss"):
+                prod.send(c)
+        if not queries.wait(settings, 600):
+            raise SystemExit("transfers did not finish")
+        after_work = w.rss_mb()["ledger-1"]
+    finally:
+        w.stop()
+    return {"name": "ledger_worker_rss", "accounts": accounts, "restore_seconds": round(restored_s, 1),
+            "rss_mb_after_restore": after_restore, "rss_mb_after_20k_transfers": after_work,
+            "target_mb": 500}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--transfers", type=int, default=50_000)
@@ -133,7 +180,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=15)
-    ap.add_argument("--only", choices=["eos", "alo", "latency"])
+    ap.add_argument("--only", choices=["eos", "alo", "latency", "rss"])
+    ap.add_argument("--rss-accounts", type=int, default=1_000_000)
     a = ap.parse_args()
     with private_broker() as cluster:
         if a.only in (None, "eos"):
@@ -142,6 +190,8 @@ def main() -> None:
             emit(throughput(cluster, "at_least_once", a.workers, a.transfers, a.accounts))
         if a.only in (None, "latency"):
             emit(latency(cluster, a.rate, a.seconds, a.workers, a.accounts))
+        if a.only in (None, "rss"):
+            emit(rss_with_accounts(cluster, a.rss_accounts))
 
 
 if __name__ == "__main__":

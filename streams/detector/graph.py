@@ -53,7 +53,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
@@ -160,38 +159,47 @@ class Alert:
 class _Ctx:
     """What one closing edge ``x -> w`` at ``ts`` searches over."""
 
-    __slots__ = ("base", "e_ts", "inn", "lo", "out", "ts", "w", "x")
+    __slots__ = ("base", "e_prev", "e_ts", "inn", "lo", "out", "ts", "w", "x")
 
     def __init__(
         self,
-        out: list[dict[int, list[int]]],
-        inn: list[dict[int, list[int]]],
+        out: list[dict[int, int]],
+        inn: list[dict[int, int]],
         e_ts: list[int],
+        e_prev: list[int],
         base: int,
         x: int,
         w: int,
         ts: int,
         lo: int,
     ) -> None:
-        self.out, self.inn, self.e_ts, self.base = out, inn, e_ts, base
+        self.out, self.inn, self.e_ts, self.e_prev, self.base = out, inn, e_ts, e_prev, base
         self.x, self.w, self.ts, self.lo = x, w, ts, lo
 
 
-def _first_after(sl: list[int], e_ts: list[int], base: int, a: int, hi: int) -> int | None:
-    """Earliest ts in ``(a, hi)`` among a pair's edges (slots sorted by ts)."""
-    for s in sl:
+def _first_after(
+    s: int, e_ts: list[int], e_prev: list[int], base: int, a: int, hi: int
+) -> int | None:
+    """Earliest ts in ``(a, hi)`` among a pair's edges, walked from its latest slot ``s``."""
+    best = hi
+    while s >= base:
         t = e_ts[s - base]
-        if t > a:
-            return t if t < hi else None
-    return None
+        if t <= a:
+            break
+        best = t
+        s = e_prev[s - base]
+    return best if best < hi else None
 
 
-def _last_before(sl: list[int], e_ts: list[int], base: int, d: int, lo: int) -> int | None:
-    """Latest ts in ``[lo, d)`` among a pair's edges."""
-    for k in range(len(sl) - 1, -1, -1):
-        t = e_ts[sl[k] - base]
+def _last_before(
+    s: int, e_ts: list[int], e_prev: list[int], base: int, d: int, lo: int
+) -> int | None:
+    """Latest ts in ``[lo, d)`` among a pair's edges, walked from its latest slot ``s``."""
+    while s >= base:
+        t = e_ts[s - base]
         if t < d:
             return t if t >= lo else None
+        s = e_prev[s - base]
     return None
 
 
@@ -233,32 +241,26 @@ class _After(_Level):
     """Level 1 forward from a single start: its out-neighbour map is the level, labelled on
     demand. Building it is O(1), which is what makes hubs affordable."""
 
-    __slots__ = ("a", "base", "e_ts", "hi", "m", "w")
+    __slots__ = ("a", "base", "e_prev", "e_ts", "hi", "m", "w")
 
-    def __init__(self, m: dict[int, list[int]], a: int, ctx: _Ctx) -> None:
-        self.m, self.a, self.hi, self.w, self.e_ts, self.base = (
-            m,
-            a,
-            ctx.ts,
-            ctx.w,
-            ctx.e_ts,
-            ctx.base,
-        )
+    def __init__(self, m: dict[int, int], a: int, ctx: _Ctx) -> None:
+        self.m, self.a, self.hi, self.w = m, a, ctx.ts, ctx.w
+        self.e_ts, self.e_prev, self.base = ctx.e_ts, ctx.e_prev, ctx.base
 
     def keys(self) -> AbstractSet[int]:
         return self.m.keys()
 
     def label(self, v: int) -> int | None:
-        sl = self.m.get(v)
-        if sl is None or v == self.w:
+        s = self.m.get(v)
+        if s is None or v == self.w:
             return None
-        return _first_after(sl, self.e_ts, self.base, self.a, self.hi)
+        return _first_after(s, self.e_ts, self.e_prev, self.base, self.a, self.hi)
 
     def items(self) -> Iterator[tuple[int, int]]:
-        e_ts, base, a, hi, w = self.e_ts, self.base, self.a, self.hi, self.w
-        for v, sl in self.m.items():
+        e_ts, e_prev, base, a, hi, w = self.e_ts, self.e_prev, self.base, self.a, self.hi, self.w
+        for v, s in self.m.items():
             if v != w:
-                t = _first_after(sl, e_ts, base, a, hi)
+                t = _first_after(s, e_ts, e_prev, base, a, hi)
                 if t is not None:
                     yield v, t
 
@@ -266,22 +268,25 @@ class _After(_Level):
 class _Before(_Level):
     """Level 1 backward from ``x``: its in-neighbour map, labelled on demand."""
 
-    __slots__ = ("base", "d", "e_ts", "lo", "m")
+    __slots__ = ("base", "d", "e_prev", "e_ts", "lo", "m")
 
-    def __init__(self, m: dict[int, list[int]], d: int, ctx: _Ctx) -> None:
-        self.m, self.d, self.lo, self.e_ts, self.base = m, d, ctx.lo, ctx.e_ts, ctx.base
+    def __init__(self, m: dict[int, int], d: int, ctx: _Ctx) -> None:
+        self.m, self.d, self.lo = m, d, ctx.lo
+        self.e_ts, self.e_prev, self.base = ctx.e_ts, ctx.e_prev, ctx.base
 
     def keys(self) -> AbstractSet[int]:
         return self.m.keys()
 
     def label(self, v: int) -> int | None:
-        sl = self.m.get(v)
-        return None if sl is None else _last_before(sl, self.e_ts, self.base, self.d, self.lo)
+        s = self.m.get(v)
+        if s is None:
+            return None
+        return _last_before(s, self.e_ts, self.e_prev, self.base, self.d, self.lo)
 
     def items(self) -> Iterator[tuple[int, int]]:
-        e_ts, base, d, lo = self.e_ts, self.base, self.d, self.lo
-        for v, sl in self.m.items():
-            t = _last_before(sl, e_ts, base, d, lo)
+        e_ts, e_prev, base, d, lo = self.e_ts, self.e_prev, self.base, self.d, self.lo
+        for v, s in self.m.items():
+            t = _last_before(s, e_ts, e_prev, base, d, lo)
             if t is not None:
                 yield v, t
 
@@ -300,17 +305,22 @@ class _Side:
         self.adj = ctx.out if forward else ctx.inn
         self.levels: list[_Level] = [_Labels(first)]
 
-    def cost(self, p: int) -> tuple[int, int]:
-        """(0 for free or lazy, 1 for a scan; edges scanned) of going from level p to p+1."""
+    def cost(self, p: int) -> int:
+        """Going from level p to p+1: -1 if already built, else the size of a lazy level
+        (cheap to build), else -2 (a scan, see ``scan_cost``)."""
         if p + 1 < len(self.levels):
-            return (0, 0)
+            return -1
         keys = self.levels[p].keys()
-        adj = self.adj
         if p == 0 and len(keys) == 1:
-            return (0, len(adj[next(iter(keys))]))
-        if len(keys) > 4096:  # estimating is enough to choose a side
-            return (1, 32 * len(keys))
-        return (1, sum(len(adj[v]) for v in keys))
+            return len(self.adj[next(iter(keys))])
+        return -2
+
+    def scan_cost(self, p: int) -> int:
+        """Edges a scan from level p would read (estimated for big levels)."""
+        keys, adj = self.levels[p].keys(), self.adj
+        if len(keys) > 4096:  # an estimate is enough to choose a side
+            return 32 * len(keys)
+        return sum(len(adj[v]) for v in keys)
 
     def extend(self, p: int) -> _Level:
         """Level p+1 (built once)."""
@@ -340,13 +350,14 @@ class _Side:
 
     def _expand_forward(self, p: int) -> dict[int, int]:
         ctx = self.ctx
-        out, e_ts, base, w, ts = ctx.out, ctx.e_ts, ctx.base, ctx.w, ctx.ts
+        out, e_ts, e_prev, base = ctx.out, ctx.e_ts, ctx.e_prev, ctx.base
+        w, ts = ctx.w, ctx.ts
         new: dict[int, int] = {}
         for v, a in self.levels[p].items():
-            for y, sl in out[v].items():
+            for y, s in out[v].items():
                 if y == w:
                     continue  # no chain passes through the closing edge's destination
-                t = _first_after(sl, e_ts, base, a, ts)
+                t = _first_after(s, e_ts, e_prev, base, a, ts)
                 if t is None or t >= new.get(y, _POS):
                     continue
                 old = self.best(y, p)
@@ -356,13 +367,14 @@ class _Side:
 
     def _expand_backward(self, p: int) -> dict[int, int]:
         ctx = self.ctx
-        inn, e_ts, base, w, lo = ctx.inn, ctx.e_ts, ctx.base, ctx.w, ctx.lo
+        inn, e_ts, e_prev, base = ctx.inn, ctx.e_ts, ctx.e_prev, ctx.base
+        w, lo = ctx.w, ctx.lo
         new: dict[int, int] = {}
         for v, d in self.levels[p].items():
             if v == w:
                 continue  # w may be labelled (a cycle starts there) but is never crossed
-            for z, sl in inn[v].items():
-                t = _last_before(sl, e_ts, base, d, lo)
+            for z, s in inn[v].items():
+                t = _last_before(s, e_ts, e_prev, base, d, lo)
                 if t is None or t <= new.get(z, _NEG):
                     continue
                 old = self.best(z, p)
@@ -371,12 +383,24 @@ class _Side:
         return new
 
 
+def _forward_first(fwd: _Side, i: int, back: _Side, j: int) -> bool:
+    """Which side to extend: a level already built, then a lazy one (the smaller), then the
+    cheaper scan."""
+    fc, bc = fwd.cost(i), back.cost(j)
+    if bc == -1 or fc == -1:
+        return fc == -1 and bc != -1
+    if fc >= 0 or bc >= 0:
+        return fc >= 0 and (bc < 0 or fc < bc)
+    return fwd.scan_cost(i) < back.scan_cost(j)
+
+
 def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
     """Is there an edge a -> b, a in ``fwd``, b in ``back``, b != w, fitting both labels?
 
     Iterates the smaller level in Python; the neighbour tests are set operations in C.
     """
-    out, inn, e_ts, base, w = ctx.out, ctx.inn, ctx.e_ts, ctx.base, ctx.w
+    out, inn, e_ts, e_prev, base = ctx.out, ctx.inn, ctx.e_ts, ctx.e_prev, ctx.base
+    w = ctx.w
     fk, bk = fwd.keys(), back.keys()
     if len(fk) <= len(bk):
         for a in fk:
@@ -390,7 +414,7 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
                 if b == w:
                     continue
                 lb = back.label(b)
-                if lb is not None and _first_after(adj[b], e_ts, base, la, lb) is not None:
+                if lb is not None and _first_after(adj[b], e_ts, e_prev, base, la, lb) is not None:
                     return True
     else:
         for b in bk:
@@ -404,7 +428,7 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
                 continue
             for a in adj.keys() & fk:
                 la = fwd.label(a)
-                if la is not None and _first_after(adj[a], e_ts, base, la, lb) is not None:
+                if la is not None and _first_after(adj[a], e_ts, e_prev, base, la, lb) is not None:
                     return True
     return False
 
@@ -412,7 +436,8 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
 def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
     """For each a in ``fwd``: the latest edge a -> b (b in ``nxt``, b != w) after a's label
     and before b's label."""
-    out, inn, e_ts, base, w = ctx.out, ctx.inn, ctx.e_ts, ctx.base, ctx.w
+    out, inn, e_ts, e_prev, base = ctx.out, ctx.inn, ctx.e_ts, ctx.e_prev, ctx.base
+    w = ctx.w
     res: dict[int, int] = {}
     fk, nk = fwd.keys(), nxt.keys()
     if len(fk) <= len(nk):
@@ -426,7 +451,7 @@ def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
             for b in adj.keys() & nk:
                 lb = nxt.label(b)
                 if b != w and lb is not None:
-                    t = _last_before(adj[b], e_ts, base, lb, la + 1)
+                    t = _last_before(adj[b], e_ts, e_prev, base, lb, la + 1)
                     if t is not None and t > res.get(a, _NEG):
                         res[a] = t
     else:
@@ -442,7 +467,7 @@ def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
             for a in adj.keys() & fk:
                 la = fwd.label(a)
                 if la is not None:
-                    t = _last_before(adj[a], e_ts, base, lb, la + 1)
+                    t = _last_before(adj[a], e_ts, e_prev, base, lb, la + 1)
                     if t is not None and t > res.get(a, _NEG):
                         res[a] = t
     return res
@@ -477,15 +502,18 @@ class RelatedTransferDetector:
         # Vertices.
         self._vid: dict[str, int] = {}
         self._names: list[str] = []
-        # Per vertex: neighbour -> slots of the edges between them, sorted by ts. The list is
-        # one object shared by both ends (out of the source, in of the destination).
-        self._out: list[dict[int, list[int]]] = []
-        self._in: list[dict[int, list[int]]] = []
+        # Per vertex: neighbour -> slot of the latest edge between them (older ones follow
+        # ``_e_prev``). Dicts of ints are never tracked by the cyclic GC: a million of them cost
+        # no GC pauses (lists or tuples as values did: seconds per full collection at 1M edges).
+        self._out: list[dict[int, int]] = []
+        self._in: list[dict[int, int]] = []
         # Edges by slot (arrival number); list index = slot - _base.
         self._base = 0
         self._head = 0  # slots below are expired
         self._next = 0
         self._e_ts: list[int] = []
+        # The previous (older) edge of the same pair, -1 for none: pairs are linked lists.
+        self._e_prev: list[int] = []
         self._e_src: list[int] = []
         self._e_dst: list[int] = []
         self._e_tid: list[str] = []
@@ -550,7 +578,6 @@ class RelatedTransferDetector:
         )
         for maps in (self._out, self._in):
             total += sum(size(m) for m in maps)
-        total += sum(size(sl) for m in self._out for sl in m.values())  # shared pair lists
         total += sum(size(n) + 28 for n in self._names)  # names and their index ints
         # Per edge: ts and slot ints, three strings (currency strings are shared).
         for i in range(len(self._e_ts)):
@@ -564,6 +591,7 @@ class RelatedTransferDetector:
     def _edge_arrays(self) -> tuple[list[Any], ...]:
         return (
             self._e_ts,
+            self._e_prev,
             self._e_src,
             self._e_dst,
             self._e_tid,
@@ -708,7 +736,9 @@ class RelatedTransferDetector:
 
     def _detect(self, t: TransferEdge, x: int, w: int) -> list[Alert]:
         ts = t.ts
-        ctx = _Ctx(self._out, self._in, self._e_ts, self._base, x, w, ts, ts - self.window_us)
+        ctx = _Ctx(
+            self._out, self._in, self._e_ts, self._e_prev, self._base, x, w, ts, ts - self.window_us
+        )
         alerts: list[Alert] = []
         cw = self._comp.get(w)
         if cw is not None and cw == self._comp.get(x):
@@ -734,7 +764,7 @@ class RelatedTransferDetector:
         i = j = 0
         for hops in range(1, self.max_hops):
             if hops > 1:
-                if fwd.cost(i) < back.cost(j):
+                if _forward_first(fwd, i, back, j):
                     level = fwd.extend(i)
                     i += 1
                 else:
@@ -756,7 +786,7 @@ class RelatedTransferDetector:
         hop gives the smallest tuple. A shortest walk is a simple path, hence a chain.
         """
         ctx = fwd.ctx
-        out, e_ts, base, w = ctx.out, ctx.e_ts, ctx.base, ctx.w
+        out, e_ts, e_prev, base, w = ctx.out, ctx.e_ts, ctx.e_prev, ctx.base, ctx.w
         feas: list[_Level] = [fwd.levels[0]] * (hops + 1)
         for q in range(i + 1, hops + 1):
             feas[q] = back.levels[hops - q]
@@ -776,10 +806,14 @@ class RelatedTransferDetector:
                     ly = nxt.label(y)
                     if y == w or ly is None:
                         continue
-                    for s in adj[y]:
+                    s = adj[y]
+                    while s >= base:
                         e = s - base
-                        if a < e_ts[e] < ly and (best < 0 or tids[e] < best_tid):
+                        if e_ts[e] <= a:
+                            break
+                        if e_ts[e] < ly and (best < 0 or tids[e] < best_tid):
                             best, best_tid = e, tids[e]
+                        s = e_prev[e]
             if best < 0:
                 raise AssertionError("no feasible continuation on a walk known to exist")
             chain.append(best)
@@ -837,17 +871,22 @@ class RelatedTransferDetector:
         self._e_amount.append(t.amount)
         self._e_cur.append(t.currency)
         self._by_tid[t.transfer_id] = slot
-        pair = self._out[x].get(w)
-        if pair is None:
-            pair = [slot]
-            self._out[x][w] = pair
-            self._in[w][x] = pair
-        else:
-            e_ts, base = self._e_ts, self._base
-            if e_ts[pair[-1] - base] <= ts:
-                pair.append(slot)
-            else:  # arrived out of order: keep the pair's edges sorted by ts
-                pair.insert(bisect_right(pair, ts, key=lambda s: e_ts[s - base]), slot)
+        e_ts, e_prev, base = self._e_ts, self._e_prev, self._base
+        latest = self._out[x].get(w, -1)
+        if latest < base or e_ts[latest - base] <= ts:
+            e_prev.append(latest)
+            self._out[x][w] = self._in[w][x] = slot
+            return
+        # Arrived out of order: link it behind the newest edge of the pair not older than it.
+        e_prev.append(-1)
+        s = latest
+        while True:
+            older = e_prev[s - base]
+            if older < base or e_ts[older - base] <= ts:
+                e_prev[slot - base] = older
+                e_prev[s - base] = slot
+                return
+            s = older
 
     def _advance(self, ts: int) -> None:
         if ts <= self._watermark:
@@ -868,19 +907,12 @@ class RelatedTransferDetector:
         """Drop the expired prefix everywhere and bring the igraph store up to date."""
         cut = self._head - self._base
         if cut:
-            dead_below = self._watermark - self.window_us
-            out, inn, e_ts, base = self._out, self._in, self._e_ts, self._base
+            out, inn, new_base = self._out, self._in, self._head
             for a, b in zip(self._e_src[:cut], self._e_dst[:cut], strict=True):
-                pair = out[a].get(b)
-                if pair is None:
-                    continue  # emptied by an earlier edge of the same pair
-                k = 0
-                while k < len(pair) and e_ts[pair[k] - base] < dead_below:
-                    k += 1
-                if k == len(pair):
-                    del out[a][b], inn[b][a]
-                elif k:
-                    del pair[:k]
+                latest = out[a].get(b)
+                if latest is not None and latest < new_base:
+                    del out[a][b], inn[b][a]  # the pair's newest edge is gone, so all are
+            # Links to older edges now point below the base, which ends every walk.
             by_tid = self._by_tid
             for tid in self._e_tid[:cut]:
                 del by_tid[tid]

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import weakref
@@ -240,6 +241,9 @@ class ReadSide:
             # Joining fast: faust defaults (60 s session, 3 s heartbeat, 3 s recovery delay)
             # make the first join take ~30 s; short timeouts let a restarted worker's stale
             # member expire quickly and the group settle in a few seconds.
+            # Static membership: a worker restarted after a crash takes its old member's place
+            # at once instead of waiting for the dead member's session to expire.
+            consumer_group_instance_id=f"{s.topic_prefix}{APP_ID}@{socket.gethostname()}:{self.web_port}",
             broker_session_timeout=10.0,
             broker_heartbeat_interval=1.0,
             broker_rebalance_timeout=20.0,
@@ -474,6 +478,7 @@ class ReadSide:
         except Exception:  # not started or rebalancing
             assigned = []
         sources = {getattr(self.names, k): k for k in self.events}
+        committed: dict[TP, int] = getattr(consumer, "_committed_offset", {})
         parts = []
         total = 0
         for tp in assigned:
@@ -484,8 +489,9 @@ class ReadSide:
             except Exception:
                 end = None
             done = self.processed.get(tp)
-            nxt = done + 1 if done is not None else None
-            lag = max(0, end - (nxt or 0)) if end is not None else None
+            # Nothing folded since start: progress is the committed offset faust resumed from.
+            nxt = done + 1 if done is not None else committed.get(tp)
+            lag = max(0, end - nxt) if end is not None and nxt is not None else None
             total += lag or 0
             parts.append(
                 {
