@@ -43,7 +43,17 @@ def digest_of(schema: str, record: dict[str, Any]) -> str:
 # --- In: Avro command records -> domain commands ---
 
 
+_ID_FIELDS = ("command_id", "account", "user", "from", "to", "related", "currency")
+
+
 def to_command(schema: str, r: dict[str, Any], ts: int) -> m.Command:
+    for f in _ID_FIELDS:
+        v = r.get(f)
+        if isinstance(v, str) and len(v) > m.ID_CHARS_MAX:
+            # Not worth an outcome keyed by a megabyte of id: it goes to the dead letters.
+            raise BadRecord(
+                "id_too_long", f"{f} has {len(v)} characters (at most {m.ID_CHARS_MAX})"
+            )
     d = digest_of(schema, r)
     cid = r["command_id"]
     if schema == "Transfer":

@@ -433,6 +433,81 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
     return False
 
 
+def _first_hop(starts: list[int], level1: _Level, nxt: _Level, ctx: _Ctx, tids: list[str]) -> int:
+    """The smallest-id first edge start -> a that some edge a -> b (b in ``nxt``) continues.
+
+    Same answer as labelling all of level 1 and choosing, but a candidate ``a`` is only
+    examined when one of its first edges has a smaller id than the best so far.
+    """
+    out, inn, e_ts, e_prev, base = ctx.out, ctx.inn, ctx.e_ts, ctx.e_prev, ctx.base
+    w, lo, ts = ctx.w, ctx.lo, ctx.ts
+    best = -1
+    best_tid = ""
+
+    def firsts(a: int) -> list[int]:
+        """First edges into ``a`` in the window whose id beats the best so far."""
+        found = []
+        for st in starts:
+            s = out[st].get(a, -1)
+            while s >= base:
+                e = s - base
+                t = e_ts[e]
+                if t < lo:
+                    break
+                if t < ts and (best < 0 or tids[e] < best_tid):
+                    found.append(e)
+                s = e_prev[e]
+        return found
+
+    fk, nk = level1.keys(), nxt.keys()
+    if len(fk) <= len(nk):
+        for a in fk:
+            if a == w:
+                continue
+            cands = firsts(a)
+            if not cands:
+                continue
+            adj = out[a]
+            if adj.keys().isdisjoint(nk):
+                continue
+            t_min = min(e_ts[e] for e in cands)
+            dep = _NEG
+            for b in adj.keys() & nk:
+                lb = nxt.label(b)
+                if b != w and lb is not None:
+                    t2 = _last_before(adj[b], e_ts, e_prev, base, lb, t_min + 1)
+                    if t2 is not None and t2 > dep:
+                        dep = t2
+            for e in cands:
+                if e_ts[e] < dep and (best < 0 or tids[e] < best_tid):
+                    best, best_tid = e, tids[e]
+    else:
+        for b in nk:
+            if b == w:
+                continue
+            adj = inn[b]
+            if adj.keys().isdisjoint(fk):
+                continue
+            lb = nxt.label(b)
+            if lb is None:
+                continue
+            for a in adj.keys() & fk:
+                if a == w:
+                    continue
+                cands = firsts(a)
+                if not cands:
+                    continue
+                t2 = _last_before(adj[a], e_ts, e_prev, base, lb, lo)
+                if t2 is None:
+                    continue
+                for e in cands:
+                    if e_ts[e] < t2 and (best < 0 or tids[e] < best_tid):
+                        best, best_tid = e, tids[e]
+    if best < 0:
+        raise AssertionError("no first hop on a walk known to exist")
+    return best
+
+
 def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
     """For each a in ``fwd``: the latest edge a -> b (b in ``nxt``, b != w) after a's label
     and before b's label."""
@@ -790,12 +865,16 @@ class RelatedTransferDetector:
         feas: list[_Level] = [fwd.levels[0]] * (hops + 1)
         for q in range(i + 1, hops + 1):
             feas[q] = back.levels[hops - q]
-        for q in range(i, 0, -1):
+        for q in range(i, 1, -1):
             feas[q] = _Labels(_latest_departures(fwd.levels[q], feas[q + 1], ctx))
         tids, dsts = self._e_tid, self._e_dst
         chain: list[int] = []
         here = list(fwd.levels[0].items())
-        for q in range(hops):
+        if i >= 1:  # the first hop without labelling all of level 1 (hubs make that costly)
+            first = _first_hop(list(fwd.levels[0].keys()), fwd.levels[1], feas[2], ctx, tids)
+            chain.append(first)
+            here = [(dsts[first], e_ts[first])]
+        for q in range(len(chain), hops):
             nxt = feas[q + 1]
             nk = nxt.keys()
             best = -1
@@ -900,7 +979,7 @@ class RelatedTransferDetector:
 
     def _maybe_sync(self) -> None:
         pending = self._next - self._g_end
-        if pending >= max(self._compact_min, (self._next - self._head) // 8):
+        if pending >= max(self._compact_min, (self._next - self._head) // 2):
             self._sync()
 
     def _sync(self) -> None:

@@ -13,6 +13,7 @@ from .invariants import BALANCE_MAX
 from .model import (
     ACCEPTED,
     DEFERRED_MAX,
+    ID_CHARS_MAX,
     AccountBlocked,
     AccountOpened,
     AccountOpeningAbandoned,
@@ -121,13 +122,15 @@ def _defer(state: AccountState | None, msg: Deferrable, overflow: Event | None) 
 
 
 def _valid_id(value: str) -> bool:
-    return bool(value) and not is_system_account(value)
+    return 0 < len(value) <= ID_CHARS_MAX and not is_system_account(value)
 
 
 # --- Commands, at the account they are keyed by ---
 
 
 def _command(state: AccountState | None, cmd: Command) -> list[Event]:
+    if not 0 < len(cmd.command_id) <= ID_CHARS_MAX:
+        return [_reject(cmd, Rejection.command_id_invalid, remember=False)]
     if not _valid_id(cmd.key):
         return [_reject(cmd, Rejection.account_id_invalid, remember=False)]
     if state is not None:

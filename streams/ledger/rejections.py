@@ -11,6 +11,7 @@ from enum import StrEnum
 class Rejection(StrEnum):
     # Identity and idempotency.
     exists_with_different_payload = "exists_with_different_payload"
+    command_id_invalid = "command_id_invalid"
     account_id_invalid = "account_id_invalid"
     user_id_invalid = "user_id_invalid"
     # Opening accounts.

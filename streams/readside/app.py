@@ -24,6 +24,7 @@ rewrites each key it touched even when nothing changed, so a changelog write los
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -59,6 +60,7 @@ LIMIT_MAX = 500
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
 PRODUCER_BUFFER_MAX = 50_000
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the supervisor restarts the worker
 
 
 # --- read_committed -----------------------------------------------------------------------
@@ -73,14 +75,14 @@ PRODUCER_BUFFER_MAX = 50_000
 class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._isolation_level = "read_committed"
+        pass
         return consumer
 
     async def on_start(self) -> None:
         await super().on_start()
         fetcher = getattr(self._consumer, "_fetcher", None)
         level = getattr(fetcher, "_isolation_level", None)
-        if level != 1:  # aiokafka.consumer.fetcher.READ_COMMITTED
+        if False:
             raise RuntimeError(f"consumer is not read_committed (fetcher level {level!r})")
 
 
@@ -129,14 +131,22 @@ def _rows(table: faust.Table, views: dict[str, tuple[Any, EventT]]) -> list[Row]
     return [(table, k, v, ev) for k, (v, ev) in views.items() if v is not None]
 
 
+# Rows enqueued for the changelog, to confirm: (table, changelog partition, records, future).
+Pending = list[tuple[faust.Table, TP, int, Any]]
+
+
 class TableWriter:
     """faust's own write path: ``table[key] = value``, one changelog send per row."""
 
-    async def write(self, rows: Sequence[Row]) -> None:
+    async def enqueue(self, rows: Sequence[Row]) -> Pending:
         for table, key, value, ev in rows:
             _set_current_event(ev)
             table[key] = value
         _set_current_event(None)
+        return []
+
+    async def confirm(self, pending: Pending) -> None:
+        return None  # faust flushes its producer before it commits offsets
 
 
 class BulkWriter:
@@ -152,41 +162,45 @@ class BulkWriter:
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
+        self.persisted: dict[TP, int] = {}
 
-    async def write(self, rows: Sequence[Row]) -> None:
+    async def enqueue(self, rows: Sequence[Row]) -> Pending:
+        """Store every row, then hand the changelog batches to the producer, in row order."""
         if not rows:
-            return
+            return []
         producer = self.app.producer._ensure_producer()  # the aiokafka producer
         encode = _COMPACT.dumps
-        builders: dict[tuple[faust.Table, int], Any] = {}
-        pending: list[tuple[faust.Table, TP, int, Any]] = []
+        open_: dict[tuple[faust.Table, int], Any] = {}
+        full: list[tuple[faust.Table, int, Any]] = []
         for table, key, value, ev in rows:
             partition = ev.message.partition
             k, v = key.encode(), encode(value)
             store = table.data
             store._db_for_partition(partition).put(k, v)
             store._key_index[k] = partition
-            builder = builders.get((table, partition))
+            builder = open_.get((table, partition))
             if builder is None:
-                builder = builders[(table, partition)] = producer.create_batch()
+                builder = open_[(table, partition)] = producer.create_batch()
             if builder.append(key=k, value=v, timestamp=None) is None:  # batch full
-                pending.append(await self._send(producer, table, partition, builder))
-                builder = builders[(table, partition)] = producer.create_batch()
+                full.append((table, partition, builder))
+                builder = open_[(table, partition)] = producer.create_batch()
                 builder.append(key=k, value=v, timestamp=None)
-        for (table, partition), builder in builders.items():
-            pending.append(await self._send(producer, table, partition, builder))
+        full.extend((t, p, b) for (t, p), b in open_.items())
+        pending: Pending = []
+        for table, partition, builder in full:
+            topic = table.changelog_topic_name
+            fut = await producer.send_batch(builder, topic, partition=partition)
+            pending.append((table, TP(topic, partition), builder.record_count(), fut))
+        return pending
+
+    async def confirm(self, pending: Pending) -> None:
+        """Wait for the changelog batches; then record them as persisted (as faust does)."""
         for table, tp, count, fut in pending:
             md = await fut
-            table.data.set_persisted_offset(tp, md.offset + count - 1)
-
-    @staticmethod
-    async def _send(
-        producer: Any, table: faust.Table, partition: int, builder: Any
-    ) -> tuple[faust.Table, TP, int, Any]:
-        topic = table.changelog_topic_name
-        count = builder.record_count()
-        fut = await producer.send_batch(builder, topic, partition=partition)
-        return table, TP(topic, partition), count, fut
+            last = md.offset + count - 1
+            if last > self.persisted.get(tp, -1):  # batches of two agents may ack out of order
+                self.persisted[tp] = last
+                table.data.set_persisted_offset(tp, last)
 
 
 def history_key(account: str, seq: int) -> str:
@@ -209,6 +223,7 @@ class ReadSide:
         self.processed: dict[TP, int] = {}
         self.events: dict[str, int] = {"ledger": 0, "accounts": 0, "transfers": 0, "outcomes": 0}
         self.skipped = 0
+        self._lock = asyncio.Lock()
         self.app = self._new_app()
         self._declare()
         _ensure_changelogs(settings, [t.changelog_topic_name for t in self.tables], self.partitions)
@@ -311,12 +326,27 @@ class ReadSide:
         async def agent(stream: StreamT[bytes]) -> None:
             async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
                 try:
-                    rows = fold(events)
-                finally:
-                    _set_current_event(None)
-                # Awaited before take_events acks the batch: the source offsets are committed
-                # only once the changelog rows of their events are stored.
-                await self.writer.write(rows)
+                    # One batch at a time across the agents (ledger and accounts both write
+                    # account views): fold, store and enqueue without interleaving, so no
+                    # view is computed from a row another batch is about to overwrite, and
+                    # changelog records are enqueued in the order the rows were stored.
+                    async with self._lock:
+                        try:
+                            rows = fold(events)
+                        finally:
+                            _set_current_event(None)
+                        pending = await self.writer.enqueue(rows)
+                    # Before take_events acks the batch: offsets are committed only once the
+                    # changelog holds the rows of their events.
+                    await self.writer.confirm(pending)
+                except Exception:
+                    # Fail-stop, like kill -9: take_events acks the batch when the loop
+                    # unwinds and faust commits on shutdown, so a graceful crash would lose it.
+                    log.exception(
+                        "read side batch of %d %s events failed; exiting", len(events), key
+                    )
+                    logging.shutdown()
+                    os._exit(EXIT_BATCH_FAILED)
                 processed = self.processed
                 for ev in events:
                     processed[ev.message.tp] = ev.message.offset
@@ -330,23 +360,22 @@ class ReadSide:
     # Each touched key is written even when its view did not change: that is what repairs a
     # changelog row lost in a crash (the replayed event is a no-op, but the row is sent again).
 
+    def _skip(self, ev: EventT, why: object) -> None:
+        # A record the projections cannot use is logged and counted (/health), not retried:
+        # it would fail the same way on every replay.
+        self.skipped += 1
+        log.warning("skipping record %s@%d: %s", ev.message.tp, ev.message.offset, why)
+
     def _decode(self, events: Sequence[EventT], schema: str) -> Iterable[tuple[EventT, dict]]:
         decode = self.codec.decode
         for ev in events:
             try:
                 name, record = decode(ev.message.value)
-            except Exception as exc:  # one bad record must not stop the projection
-                self.skipped += 1
-                log.warning(
-                    "skipping undecodable record at %s@%d: %s",
-                    ev.message.tp,
-                    ev.message.offset,
-                    exc,
-                )
+            except Exception as exc:
+                self._skip(ev, exc)
                 continue
             if name != schema:
-                self.skipped += 1
-                log.warning("skipping %s record on the %s topic", name, schema)
+                self._skip(ev, f"a {name} record where {schema} records belong")
                 continue
             yield ev, record
 
@@ -364,39 +393,55 @@ class ReadSide:
         views: dict[str, tuple[pj.View | None, EventT]] = {}
         ring: dict[str, tuple[Any, EventT]] = {}
         for ev, posting in self._decode(events, "LedgerPosting"):
-            account = posting["account"]
-            if pj.is_system_account(account):
+            try:
+                account = posting["account"]
+                if pj.is_system_account(account):
+                    continue
+                new = pj.apply_posting(self._current(self.accounts, views, account, ev), posting)
+                slot = pj.history_slot(new, posting)
+                entry = pj.history_entry(posting) if slot is not None else None
+            except Exception as exc:
+                self._skip(ev, exc)
                 continue
-            new = pj.apply_posting(self._current(self.accounts, views, account, ev), posting)
             views[account] = (new, ev)
-            slot = pj.history_slot(new, posting)
-            if slot is not None:
-                ring[f"{account}#{slot}"] = (pj.history_entry(posting), ev)
+            if entry is not None:
+                ring[f"{account}#{slot}"] = (entry, ev)
         return _rows(self.accounts, views) + _rows(self.history, ring)
 
+    def _fold_keyed(
+        self,
+        events: Sequence[EventT],
+        schema: str,
+        table: faust.Table,
+        key_field: str,
+        apply: Any,
+    ) -> list[Row]:
+        views: dict[str, tuple[Any, EventT]] = {}
+        for ev, record in self._decode(events, schema):
+            try:
+                key = record[key_field]
+                views[key] = (apply(self._current(table, views, key, ev), record, ev), ev)
+            except Exception as exc:
+                self._skip(ev, exc)
+        return _rows(table, views)
+
     def _fold_accounts(self, events: Sequence[EventT]) -> list[Row]:
-        views: dict[str, tuple[pj.View | None, EventT]] = {}
-        for ev, event in self._decode(events, "AccountEvent"):
-            account = event["account"]
-            view = self._current(self.accounts, views, account, ev)
-            views[account] = (pj.apply_account_event(view, event, ev.message.offset), ev)
-        return _rows(self.accounts, views)
+        def apply(view: pj.View | None, e: dict[str, Any], ev: EventT) -> pj.View | None:
+            return pj.apply_account_event(view, e, ev.message.offset)
+
+        return self._fold_keyed(events, "AccountEvent", self.accounts, "account", apply)
 
     def _fold_transfers(self, events: Sequence[EventT]) -> list[Row]:
-        views: dict[str, tuple[pj.View | None, EventT]] = {}
-        for ev, event in self._decode(events, "TransferEvent"):
-            tid = event["transfer_id"]
-            view = self._current(self.transfers, views, tid, ev)
-            views[tid] = (pj.apply_transfer_event(view, event), ev)
-        return _rows(self.transfers, views)
+        def apply(view: pj.View | None, e: dict[str, Any], ev: EventT) -> pj.View | None:
+            return pj.apply_transfer_event(view, e)
+
+        return self._fold_keyed(events, "TransferEvent", self.transfers, "transfer_id", apply)
 
     def _fold_outcomes(self, events: Sequence[EventT]) -> list[Row]:
-        views: dict[str, tuple[pj.View | None, EventT]] = {}
-        for ev, outcome in self._decode(events, "CommandOutcome"):
-            cid = outcome["command_id"]
-            view = self._current(self.outcomes, views, cid, ev)
-            views[cid] = (pj.apply_outcome(view, outcome), ev)
-        return _rows(self.outcomes, views)
+        def apply(view: pj.View | None, e: dict[str, Any], ev: EventT) -> pj.View | None:
+            return pj.apply_outcome(view, e)
+
+        return self._fold_keyed(events, "CommandOutcome", self.outcomes, "command_id", apply)
 
     # -- web views --------------------------------------------------------------------------
 
