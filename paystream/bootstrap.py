@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 
 WORKER_ROLE = "ledger-worker"
 WAREHOUSE_ROLE = "warehouse"
+READSIDE_ROLE = "readside"
+DETECTOR_ROLE = "detector"
+
+
+def readside_port() -> int:
+    return int(os.environ.get("PAYSTREAM_READSIDE_PORT", "6066"))
+
+
 DEFAULT_WORKERS = 2
 
 
@@ -80,6 +88,7 @@ def child_env(settings: Settings) -> dict[str, str]:
             {"PAYSTREAM_CLICKHOUSE_DSN": settings.clickhouse_dsn} if settings.clickhouse_dsn else {}
         ),
         "PAYSTREAM_PROCESSING_GUARANTEE": settings.processing_guarantee,
+        "PAYSTREAM_READSIDE_PORT": str(readside_port()),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -106,6 +115,15 @@ def process_specs(settings: Settings, stack: StackConfig) -> list[ProcessSpec]:
     ]
     ping = f"http://127.0.0.1:{http_port(settings)}/ping" if embedded(settings) else None
     specs.append(ProcessSpec("warehouse", WAREHOUSE_ROLE, ["warehouse"], ping))
+    specs.append(
+        ProcessSpec(
+            "readside",
+            READSIDE_ROLE,
+            ["readside", "--web-port", str(readside_port())],
+            f"http://127.0.0.1:{readside_port()}/health",
+        )
+    )
+    specs.append(ProcessSpec("detector", DETECTOR_ROLE, ["detector"]))
     return specs
 
 
@@ -249,6 +267,20 @@ def run_warehouse(settings: Settings) -> int:
         if server is not None:
             server.shutdown()
     return 0
+
+
+def run_readside_process(settings: Settings, web_port: int) -> int:
+    from streams.readside.app import run_readside
+
+    exit_with_parent()
+    return run_readside(resolved(settings), web_port)
+
+
+def run_detector_process(settings: Settings, max_hops: int, window_s: float) -> int:
+    from streams.detector.app import run_detector
+
+    exit_with_parent()
+    return int(run_detector(resolved(settings), max_hops, window_s) or 0)
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -404,6 +404,49 @@ def cmd_audit(a: argparse.Namespace, s: Settings) -> int:
     return 1 if report["differences"] else 0
 
 
+def cmd_readside(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import configure_logging, run_readside_process
+
+    configure_logging()
+    return run_readside_process(s, a.web_port)
+
+
+def cmd_detector(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import configure_logging, run_detector_process
+
+    configure_logging()
+    return run_detector_process(s, a.max_hops, a.window_s)
+
+
+def cmd_alerts(a: argparse.Namespace, s: Settings) -> int:
+    from streams.detector.app import read_alerts
+
+    alerts = read_alerts(_resolved(s))
+    if a.kind:
+        alerts = [x for x in alerts if x["kind"] == a.kind]
+    if a.account:
+        alerts = [x for x in alerts if a.account in x["accounts"]]
+    alerts.sort(key=lambda x: (x["ts"], x["alert_id"]))
+    if a.json:
+        keys = ("alert_id", "kind", "accounts", "transfer_ids", "amounts", "ts")
+        _print_json([{k: _jsonable(x.get(k)) for k in keys} for x in alerts])
+    else:
+        _table(
+            ["kind", "accounts", "transfers", "amounts"],
+            [
+                [
+                    x["kind"],
+                    " -> ".join(x["accounts"]),
+                    len(x["transfer_ids"]),
+                    ", ".join(x["amounts"]),
+                ]
+                for x in alerts
+            ],
+            title=f"{len(alerts)} alerts",
+        )
+    return 0
+
+
 def cmd_worker(a: argparse.Namespace, s: Settings) -> int:
     from paystream.bootstrap import configure_logging, run_worker
 
@@ -501,6 +544,21 @@ def build_parser() -> argparse.ArgumentParser:
         "compare write side, ledger replay and warehouse balances; exit 1 on any difference",
         True,
     )
+    sp = verb(
+        "alerts",
+        cmd_alerts,
+        "money moving between related accounts: direct, through intermediaries, cycles",
+        True,
+    )
+    sp.add_argument("--kind", choices=["related_direct", "related_indirect", "cycle"])
+    sp.add_argument("--account", help="only alerts whose path includes this account")
+    sp = sub.add_parser("readside")  # internal: the faust read side
+    sp.set_defaults(fn=cmd_readside)
+    sp.add_argument("--web-port", type=int, default=6066)
+    sp = sub.add_parser("detector")  # internal: the related-transfer detector
+    sp.set_defaults(fn=cmd_detector)
+    sp.add_argument("--max-hops", type=int, default=4)
+    sp.add_argument("--window-s", type=float, default=7 * 86400)
     sp = sub.add_parser("warehouse")  # internal: the warehouse process
     sp.set_defaults(fn=cmd_warehouse)
     sp = sub.add_parser("worker")  # internal: no help, so it stays out of the list
