@@ -204,9 +204,14 @@ def cmd_balances(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_balance(a: argparse.Namespace, s: Settings) -> int:
-    from paystream.queries import account
+    from urllib.parse import quote
 
-    view = account(_resolved(s), a.account)
+    from paystream.queries import account, readside
+
+    served = readside(f"/accounts/{quote(a.account, safe='')}")
+    view = served if isinstance(served, dict) and served.get("account") else None
+    if view is None:
+        view = account(_resolved(s), a.account)  # the read side is not running: the changelog
     if view is None:
         print(f"no account {a.account!r}", file=sys.stderr)
         return 1
@@ -220,9 +225,15 @@ def cmd_balance(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_outcome(a: argparse.Namespace, s: Settings) -> int:
-    from paystream.queries import outcomes
+    from urllib.parse import quote
 
-    found = outcomes(_resolved(s), a.command_id)
+    from paystream.queries import outcomes, readside
+
+    served = readside(f"/commands/{quote(a.command_id, safe='')}")
+    if isinstance(served, dict) and served.get("command_id"):
+        found = [{k: v for k, v in served.items() if k != "reused"}]
+    else:
+        found = outcomes(_resolved(s), a.command_id)
     if not found:
         print(f"no outcome yet for {a.command_id!r}", file=sys.stderr)
         return 1
@@ -510,7 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--timeout", type=float, default=120.0, help="seconds (default 120); exit 1 after"
     )
-    verb("balances", cmd_balances, "every customer account and its balance", True)
+    sp = verb("balances", cmd_balances, "every customer account and its balance", True)
+    sp.add_argument(
+        "--source",
+        choices=["auto", "readside", "changelog"],
+        default="auto",
+        help="the read side's views (default, when running) or the write side's changelog",
+    )
     sp = verb("balance", cmd_balance, "one account", True)
     sp.add_argument("account")
     sp = verb("outcome", cmd_outcome, "what became of a command", True)

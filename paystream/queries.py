@@ -6,6 +6,7 @@ folds the ledger log from offset 0, independently of that state, and compares th
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -318,9 +319,33 @@ def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     from connectors.sink import SINK_GROUP
 
     n = TopicNames(settings.topic_prefix)
+    p = settings.topic_prefix
     return [
-        (settings.topic_prefix + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts]),
+        (p + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts]),
+        (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),
+        (p + "paystream-detector", [n.transfers, n.accounts]),
     ]
+
+
+# --- the read side's query API (faust web views), when it runs ---
+
+
+def readside(path: str) -> Any:
+    """GET a read-side view; None when the read side is not running (callers fall back)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    port = int(os.environ.get("PAYSTREAM_READSIDE_PORT", "6066"))
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return {}
+        return None
+    except (OSError, ValueError):
+        return None
 
 
 def _active(settings: Settings, group: str) -> bool:
