@@ -27,6 +27,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_PARTITIONS": str(settings.partitions),
         "PYTHONUNBUFFERED": "1",
         "PAYSTREAM_EXIT_WITH_PARENT": "1",
+        # No read side unless a test starts one: CLI reads fall back to the changelog.
+        "PAYSTREAM_READSIDE_PORT": "9",
     }
 
 

@@ -433,16 +433,40 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
     return False
 
 
-def _first_hop(starts: list[int], level1: _Level, nxt: _Level, ctx: _Ctx, tids: list[str]) -> int:
-    """The smallest-id first edge start -> a that some edge a -> b (b in ``nxt``) continues.
+def _first_hop(
+    starts: list[int], level1: _Level | None, nxt: _Level, ctx: _Ctx, tids: list[str]
+) -> int:
+    """The canonical first edge of a walk from ``starts``, or -1 if there is none.
 
-    Same answer as labelling all of level 1 and choosing, but a candidate ``a`` is only
-    examined when one of its first edges has a smaller id than the best so far.
+    With ``level1`` None the walk is start -> y with y in ``nxt`` (the first edge is the
+    whole forward part). Otherwise it is start -> a -> b, a in ``level1``, b in ``nxt``: the
+    smallest-id first edge that some edge a -> b continues. Both are a join of the two
+    sides in one pass (iterating the smaller one, the neighbour tests as set operations in
+    C); a candidate ``a`` is only examined when one of its first edges has a smaller id than
+    the best so far, so choosing costs little more than deciding.
     """
     out, inn, e_ts, e_prev, base = ctx.out, ctx.inn, ctx.e_ts, ctx.e_prev, ctx.base
     w, lo, ts = ctx.w, ctx.lo, ctx.ts
     best = -1
     best_tid = ""
+    nk = nxt.keys()
+    if level1 is None:
+        for st in starts:
+            adj = out[st]
+            for y in adj.keys() & nk:
+                ly = nxt.label(y)
+                if y == w or ly is None:
+                    continue
+                s = adj[y]
+                while s >= base:
+                    e = s - base
+                    t = e_ts[e]
+                    if t < lo:
+                        break
+                    if t < ly and (best < 0 or tids[e] < best_tid):
+                        best, best_tid = e, tids[e]
+                    s = e_prev[e]
+        return best
 
     def firsts(a: int) -> list[int]:
         """First edges into ``a`` in the window whose id beats the best so far."""
@@ -459,17 +483,22 @@ def _first_hop(starts: list[int], level1: _Level, nxt: _Level, ctx: _Ctx, tids: 
                 s = e_prev[e]
         return found
 
-    fk, nk = level1.keys(), nxt.keys()
+    fk = level1.keys()
     if len(fk) <= len(nk):
         for a in fk:
             if a == w:
                 continue
-            cands = firsts(a)
-            if not cands:
-                continue
             adj = out[a]
-            if adj.keys().isdisjoint(nk):
-                continue
+            if best >= 0:  # cheap test first: could a first edge into a beat the best?
+                cands = firsts(a)
+                if not cands or adj.keys().isdisjoint(nk):
+                    continue
+            else:
+                if adj.keys().isdisjoint(nk):
+                    continue
+                cands = firsts(a)
+                if not cands:
+                    continue
             t_min = min(e_ts[e] for e in cands)
             dep = _NEG
             for b in adj.keys() & nk:
@@ -494,17 +523,12 @@ def _first_hop(starts: list[int], level1: _Level, nxt: _Level, ctx: _Ctx, tids: 
             for a in adj.keys() & fk:
                 if a == w:
                     continue
-                cands = firsts(a)
-                if not cands:
-                    continue
                 t2 = _last_before(adj[a], e_ts, e_prev, base, lb, lo)
                 if t2 is None:
                     continue
-                for e in cands:
+                for e in firsts(a):
                     if e_ts[e] < t2 and (best < 0 or tids[e] < best_tid):
                         best, best_tid = e, tids[e]
-    if best < 0:
-        raise AssertionError("no first hop on a walk known to exist")
     return best
 
 
@@ -834,8 +858,11 @@ class RelatedTransferDetector:
 
         Level by level, a walk of ``hops`` edges exists iff some edge joins the forward level
         i and the backward level j, i + j + 1 = hops; the first such level is the fewest hops.
+        While the forward side is at level 0 or 1 (always, up to 3 hops), the join also picks
+        the canonical first hop, in one pass.
         """
         fwd = _Side(ctx, True, dict.fromkeys(starts, ctx.lo - 1))
+        tids = self._e_tid
         i = j = 0
         for hops in range(1, self.max_hops):
             if hops > 1:
@@ -847,12 +874,21 @@ class RelatedTransferDetector:
                     j += 1
                 if isinstance(level, _Labels) and not level.d:
                     return None  # a longer walk would need a vertex improved at this level
-            if _join(fwd.levels[i], back.levels[j], ctx):
-                return self._extract(hops, fwd, i, back, j)
+            if i == 0:
+                first = _first_hop(starts, None, back.levels[j], ctx, tids)
+            elif i == 1:
+                first = _first_hop(starts, fwd.levels[1], back.levels[j], ctx, tids)
+            elif _join(fwd.levels[i], back.levels[j], ctx):
+                first = -1
+            else:
+                continue
+            if first >= 0 or i >= 2:
+                return self._extract(hops, fwd, i, back, j, first)
         return None
 
-    def _extract(self, hops: int, fwd: _Side, i: int, back: _Side, j: int) -> list[int]:
-        """The canonical walk of ``hops`` edges (no shorter one exists).
+    def _extract(self, hops: int, fwd: _Side, i: int, back: _Side, j: int, first: int) -> list[int]:
+        """The canonical walk of ``hops`` edges (no shorter one exists); ``first`` is its
+        first edge when already known, else -1.
 
         ``feas[q]``: for a vertex at position q, the latest departure that still completes
         the walk. On a shortest walk the vertex at position q was improved exactly at forward
@@ -868,35 +904,34 @@ class RelatedTransferDetector:
         for q in range(i, 1, -1):
             feas[q] = _Labels(_latest_departures(fwd.levels[q], feas[q + 1], ctx))
         tids, dsts = self._e_tid, self._e_dst
-        chain: list[int] = []
-        here = list(fwd.levels[0].items())
-        if i >= 1:  # the first hop without labelling all of level 1 (hubs make that costly)
-            first = _first_hop(list(fwd.levels[0].keys()), fwd.levels[1], feas[2], ctx, tids)
-            chain.append(first)
-            here = [(dsts[first], e_ts[first])]
-        for q in range(len(chain), hops):
+        if first < 0:
+            starts = list(fwd.levels[0].keys())
+            first = _first_hop(starts, fwd.levels[1], feas[2], ctx, tids)
+        if first < 0:
+            raise AssertionError("no first hop on a walk known to exist")
+        chain = [first]
+        for q in range(1, hops):
             nxt = feas[q + 1]
             nk = nxt.keys()
+            v, a = dsts[chain[-1]], e_ts[chain[-1]]
             best = -1
             best_tid = ""
-            for v, a in here:
-                adj = out[v]
-                for y in adj.keys() & nk:
-                    ly = nxt.label(y)
-                    if y == w or ly is None:
-                        continue
-                    s = adj[y]
-                    while s >= base:
-                        e = s - base
-                        if e_ts[e] <= a:
-                            break
-                        if e_ts[e] < ly and (best < 0 or tids[e] < best_tid):
-                            best, best_tid = e, tids[e]
-                        s = e_prev[e]
+            adj = out[v]
+            for y in adj.keys() & nk:
+                ly = nxt.label(y)
+                if y == w or ly is None:
+                    continue
+                s = adj[y]
+                while s >= base:
+                    e = s - base
+                    if e_ts[e] <= a:
+                        break
+                    if e_ts[e] < ly and (best < 0 or tids[e] < best_tid):
+                        best, best_tid = e, tids[e]
+                    s = e_prev[e]
             if best < 0:
                 raise AssertionError("no feasible continuation on a walk known to exist")
             chain.append(best)
-            here = [(dsts[best], e_ts[best])]
         if dsts[chain[-1]] != ctx.x:
             raise AssertionError("canonical chain does not end at the closing edge")
         return chain

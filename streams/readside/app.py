@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
 from faust.serializers import codecs
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -60,6 +61,13 @@ LIMIT_MAX = 500
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
 PRODUCER_BUFFER_MAX = 50_000
+# faust opens one RocksDB per table and partition (4 x 12 here), each by default with a 2 GiB
+# block cache and up to 3 x 64 MiB memtables: bounded here to ~12 MiB per database.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 << 20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 4 << 20,
+}
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the supervisor restarts the worker
 
 
@@ -75,14 +83,14 @@ EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the supervisor restarts the worker
 class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        pass
+        consumer._isolation_level = "read_committed"
         return consumer
 
     async def on_start(self) -> None:
         await super().on_start()
         fetcher = getattr(self._consumer, "_fetcher", None)
         level = getattr(fetcher, "_isolation_level", None)
-        if False:
+        if level != 1:  # aiokafka.consumer.fetcher.READ_COMMITTED
             raise RuntimeError(f"consumer is not read_committed (fetcher level {level!r})")
 
 
@@ -290,7 +298,9 @@ class ReadSide:
         )
 
     def _table(self, name: str, help: str) -> faust.Table:
-        table = self.app.Table(name, partitions=self.partitions, help=help)
+        table = self.app.Table(
+            name, partitions=self.partitions, help=help, options=dict(ROCKSDB_OPTIONS)
+        )
         # Raw (UTF-8) keys: the router hashes the key's bytes with murmur2, exactly as the
         # write side partitions them. Set before first use: store and changelog read these
         # lazily (Table() itself only takes serializers from key_type/value_type models).
@@ -825,7 +835,17 @@ def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
     from paystream.bootstrap import resolved
 
     settings = resolved(settings)
-    rs = ReadSide(settings, web_port, os.environ.get("PAYSTREAM_READSIDE_WRITER", "bulk"))
+    from aiokafka.codec import has_lz4
+
+    if not has_lz4():
+        # The write side compresses with lz4; aiokafka would crash on the first fetch.
+        log.error("the read side needs lz4 support for aiokafka: pip install 'aiokafka[lz4]'")
+        return 2
+    try:
+        rs = ReadSide(settings, web_port, os.environ.get("PAYSTREAM_READSIDE_WRITER", "bulk"))
+    except (RuntimeError, KafkaException) as exc:  # no topics, not co-partitioned, no broker
+        log.error("read side cannot start: %s", exc)
+        return 2
     worker = faust.Worker(
         rs.app,
         loglevel=logging.getLevelName(logging.getLogger().level),
@@ -840,11 +860,9 @@ def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
         web_port,
     )
     try:
-        worker.execute_from_commandline()
+        worker.execute_from_commandline()  # returns only by SystemExit
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-        crashed = rs.app._crash_reason if hasattr(rs.app, "_crash_reason") else None
-        return 1 if crashed is not None else code
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 
