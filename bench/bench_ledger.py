@@ -150,6 +150,7 @@ def rss_with_accounts(cluster, accounts: int) -> dict:  # type: ignore[no-untype
                 p.poll(0.05)
     p.flush(300)
     w = Workers(settings, 1)
+    w.log_level = "INFO"  # we watch the log for the end of the restore
     start = time.perf_counter()
     w.start()
     log = w.sup.log_path("ledger-1")

@@ -60,6 +60,8 @@ class Workers:
     settings: Settings
     count: int
 
+    log_level: str = "WARNING"
+
     def __post_init__(self) -> None:
         self.sup = Supervisor(self.settings.home)
 
@@ -70,7 +72,7 @@ class Workers:
             "PAYSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
             "PAYSTREAM_PARTITIONS": str(self.settings.partitions),
             "PAYSTREAM_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
-            "PAYSTREAM_LOG_LEVEL": "WARNING",
+            "PAYSTREAM_LOG_LEVEL": self.log_level,
         }
 
     def start(self) -> None:

@@ -97,7 +97,7 @@ class LedgerProcessor:
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 120_000,
                 "fetch.wait.max.ms": 10,
-                "queued.max.messages.kbytes": 65536,
+                "queued.max.messages.kbytes": 32768,
             }
         )
         producer_conf = {
@@ -122,6 +122,7 @@ class LedgerProcessor:
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 10,
+                "queued.max.messages.kbytes": 16384,
             }
         )
 
@@ -181,7 +182,9 @@ class LedgerProcessor:
         consumer.committed(partitions, timeout=self.limits.transaction_timeout_ms / 1000 + 30)
         for p in sorted({tp.partition for tp in partitions}):
             if p not in self.stores:
-                self.stores[p] = PartitionStore(self.state_dir / f"p{p}", cache_entries_max=5_000)
+                self.stores[p] = PartitionStore(
+                    self.state_dir / f"p{p}", cache_entries_max=self.limits.state_cache_entries_max
+                )
         self.counters.restored += restore(
             self.restorer,
             {p: self.stores[p] for p in {tp.partition for tp in partitions}},

@@ -483,27 +483,37 @@ def _first_hop(
                 s = e_prev[e]
         return found
 
+    labels: dict[int, int | None] = {}  # nxt's labels are lazy: compute each once
+
+    def label(b: int) -> int | None:
+        lb = labels.get(b, _NEG)
+        if lb == _NEG:
+            lb = labels[b] = None if b == w else nxt.label(b)
+        return lb
+
     fk = level1.keys()
     if len(fk) <= len(nk):
         for a in fk:
             if a == w:
                 continue
-            adj = out[a]
+            cands: list[int] | None = None
             if best >= 0:  # cheap test first: could a first edge into a beat the best?
                 cands = firsts(a)
-                if not cands or adj.keys().isdisjoint(nk):
+                if not cands:
                     continue
-            else:
-                if adj.keys().isdisjoint(nk):
-                    continue
+            adj = out[a]
+            common = adj.keys() & nk  # one pass in C (isdisjoint first would be two on a hit)
+            if not common:
+                continue
+            if cands is None:
                 cands = firsts(a)
                 if not cands:
                     continue
             t_min = min(e_ts[e] for e in cands)
             dep = _NEG
-            for b in adj.keys() & nk:
-                lb = nxt.label(b)
-                if b != w and lb is not None:
+            for b in common:
+                lb = label(b)
+                if lb is not None:
                     t2 = _last_before(adj[b], e_ts, e_prev, base, lb, t_min + 1)
                     if t2 is not None and t2 > dep:
                         dep = t2
@@ -515,18 +525,22 @@ def _first_hop(
             if b == w:
                 continue
             adj = inn[b]
-            if adj.keys().isdisjoint(fk):
+            common = adj.keys() & fk
+            if not common:
                 continue
-            lb = nxt.label(b)
+            lb = label(b)
             if lb is None:
                 continue
-            for a in adj.keys() & fk:
+            for a in common:
                 if a == w:
+                    continue
+                cands = firsts(a)  # before the time walk: most lose on the id once best is set
+                if not cands:
                     continue
                 t2 = _last_before(adj[a], e_ts, e_prev, base, lb, lo)
                 if t2 is None:
                     continue
-                for e in firsts(a):
+                for e in cands:
                     if e_ts[e] < t2 and (best < 0 or tids[e] < best_tid):
                         best, best_tid = e, tids[e]
     return best
@@ -842,13 +856,15 @@ class RelatedTransferDetector:
         cw = self._comp.get(w)
         if cw is not None and cw == self._comp.get(x):
             alerts.append(self._alert(DIRECT, [], t, x, w))
+        if not self._in[x]:
+            return alerts  # every chain enters x before the closing edge
         back = _Side(ctx, False, {x: ts})
         if cw is not None:
             starts = [u for u in self._members[cw] if u != w and u != x]
             chain = self._search(starts, ctx, back) if starts else None
             if chain is not None:
                 alerts.append(self._alert(INDIRECT, chain, t, self._e_src[chain[0]], w))
-        chain = self._search([w], ctx, back)
+        chain = self._search([w], ctx, back) if self._out[w] else None
         if chain is not None:
             alerts.append(self._alert(CYCLE, chain, t, w, w))
         return alerts
