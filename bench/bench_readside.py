@@ -56,6 +56,7 @@ class Visible:
         self.offsets: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.last_record_at = 0.0  # when the newest record became visible (perf_counter)
         self.c = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap,
@@ -84,6 +85,7 @@ class Visible:
                 for m in msgs:
                     if m.error() is None:
                         self.offsets[(self.short[m.topic()], m.partition())].append(m.offset())
+                        self.last_record_at = now()
         self.c.close()
 
     def total(self) -> int:
@@ -92,11 +94,14 @@ class Visible:
 
     def lag(self, folded: dict[tuple[str, int], int]) -> int:
         """Visible records past what the read side has folded."""
+        return sum(self.lag_by_topic(folded).values())
+
+    def lag_by_topic(self, folded: dict[tuple[str, int], int]) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
         with self.lock:
-            return sum(
-                len(offs) - bisect.bisect_right(offs, folded.get(tp, -1))
-                for tp, offs in self.offsets.items()
-            )
+            for tp, offs in self.offsets.items():
+                out[tp[0]] += len(offs) - bisect.bisect_right(offs, folded.get(tp, -1))
+        return dict(out)
 
 
 class ReadSide:
@@ -105,6 +110,8 @@ class ReadSide:
         self.port = free_port_base(1)
         self.writer = writer
         self.sup = Supervisor(settings.home)
+        self.last_folded: dict[tuple[str, int], int] = {}
+        self.unassigned_samples = 0
 
     def start(self) -> None:
         env = Workers(self.settings, 0).env()
@@ -127,11 +134,15 @@ class ReadSide:
             return None
 
     def folded(self, h: dict[str, Any]) -> dict[tuple[str, int], int]:
-        return {
-            (p["topic"], p["partition"]): p["processed_offset"]
-            for p in h["partitions"]
-            if p["processed_offset"] is not None
-        }
+        """Folded offset per partition. A health taken mid-rebalance lists no partitions:
+        the last offsets seen stand in (they only grow)."""
+        if not h["partitions"]:
+            self.unassigned_samples += 1
+        for p in h["partitions"]:
+            tp, off = (p["topic"], p["partition"]), p["processed_offset"]
+            if off is not None and off > self.last_folded.get(tp, -1):
+                self.last_folded[tp] = off
+        return dict(self.last_folded)
 
     def rss_mb(self) -> float | None:
         import psutil
@@ -151,22 +162,17 @@ class ReadSide:
         for f in admin.delete_topics(changelogs).values():
             f.result()
         shutil.rmtree(self.settings.home / "readside", ignore_errors=True)
+        self.last_folded.clear()
         time.sleep(2)
 
 
-def wait_caught_up(
-    rs: ReadSide, visible: Visible, timeout_s: float, samples: list | None = None
-) -> float:
+def wait_caught_up(rs: ReadSide, visible: Visible, timeout_s: float) -> float:
     """Poll until the read side has folded every visible record; returns when it had."""
     deadline = now() + timeout_s
     while now() < deadline:
         h = rs.health()
-        if h is not None:
-            lag = visible.lag(rs.folded(h))
-            if samples is not None:
-                samples.append((now(), lag, sum(h["events"].values()), h["cpu_s"]))
-            if lag == 0 and visible.total() > 0:
-                return now()
+        if h is not None and visible.total() > 0 and visible.lag(rs.folded(h)) == 0:
+            return now()
         time.sleep(0.25)
     raise SystemExit(f"read side not caught up after {timeout_s}s")
 
@@ -194,13 +200,10 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 while not stop_sampling.is_set():
                     h = rs.health()
                     if h is not None:
+                        by_topic = visible.lag_by_topic(rs.folded(h))
+                        log.debug("lag %s events %s", by_topic, h["events"])
                         samples.append(
-                            (
-                                now(),
-                                visible.lag(rs.folded(h)),
-                                sum(h["events"].values()),
-                                h["cpu_s"],
-                            )
+                            (now(), sum(by_topic.values()), sum(h["events"].values()), h["cpu_s"])
                         )
                     time.sleep(0.25)
 
@@ -214,10 +217,19 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             produced = now()
             if not queries.wait(settings, 900):
                 raise SystemExit("write side did not finish")
-            write_done = now()
+            # `wait` answers late on a loaded machine: the write side was done when its last
+            # event became visible, which the counter saw (give it a second to read the tail).
+            time.sleep(1.0)
+            write_done = visible.last_record_at
+            # Caught up: the first sample after the last event with nothing left to fold.
+            deadline = now() + 1800
+            while not any(t >= write_done and lag == 0 for t, lag, *_ in samples):
+                if now() > deadline:
+                    raise SystemExit("read side not caught up after 1800 s")
+                time.sleep(0.25)
             stop_sampling.set()
             sampler.join()
-            read_done = wait_caught_up(rs, visible, 1800, samples)
+            read_done = min(t for t, lag, *_ in samples if t >= write_done and lag == 0)
             events = visible.total() - before
             h1 = rs.health() or {}
             folded = sum(h1["events"].values()) - events0
@@ -247,6 +259,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 "readside_seconds": round(read_done - start, 2),
                 "readside_cpu_ms_per_1k_events": round(cpu * 1e6 / max(folded, 1), 1),
                 "readside_rss_mb": rss,
+                "health_samples_without_assignment": rs.unassigned_samples,
                 "ledger_worker_rss_mb": {k: v for k, v in w.rss_mb().items() if k != READSIDE},
             }
             w.stop()
@@ -282,10 +295,12 @@ def main() -> None:
     )
     ap.add_argument("--no-catchup", dest="catchup", action="store_false")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 3k transfers, 1k accounts")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log every lag sample")
     a = ap.parse_args()
     if a.quick:
         a.transfers, a.accounts = 3000, 1000
     logging.basicConfig(level=logging.WARNING)
+    log.setLevel(logging.DEBUG if a.verbose else logging.INFO)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run finally: blocks
     emit(run(a))
 

@@ -352,7 +352,7 @@ def _active(settings: Settings, group: str) -> bool:
     """Does ``group`` have members right now? (a stopped consumer is not waited for)"""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": 4})
     try:
         desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
     except Exception:  # unknown group: nothing to wait for

@@ -20,32 +20,41 @@ Definitions (the public contract, see the README):
 
 Data structures and costs (V accounts, E edges in the window, d = degree):
 
-* Transfers: every account is a vertex index; per vertex, parallel lists (ts, neighbour, slot)
-  of its out- and in-edges sorted by ts, so a search scans only edges inside
-  ``[ts - window, ts)`` (bisect). Edge data lives in per-slot lists (slot = arrival number).
+* Transfers: every account is a vertex index. Per vertex, a dict neighbour -> slot of the
+  newest edge between the two (out-going and in-coming), older edges of the pair linked by
+  ``_e_prev``; edge data in per-slot lists (slot = arrival number). Dicts of ints are
+  invisible to the cyclic GC (lists or tuples as values cost seconds per full collection at
+  1M edges), and neighbour sets can be intersected in C.
 * The store of record is an ``igraph.Graph(directed=True)`` with one vertex per account and the
-  edges with their attributes. ``Graph.add_edges`` and ``delete_edges`` rebuild igraph's indexes,
-  O(V+E) per call whatever the batch size (measured: ~190 ms on a 1M-edge graph), so the igraph
-  store is synchronised in batches (every ``max(compact_min_edges, live/8)`` new edges, amortised
-  O(1) per edge) and the hot path reads the side indexes above. ``graph()`` syncs and returns it.
+  edges with their attributes (transfer_id, command_id, amount, currency, ts).
+  ``Graph.add_edges`` and ``delete_edges`` rebuild igraph's indexes, O(V+E) per call whatever
+  the batch size (measured: ~190 ms per call on a 1M-edge graph, even for one edge), and
+  reading an attribute of one edge costs ~2 µs, so igraph cannot be the hot path: it is
+  synchronised in batches, every ``max(compact_min_edges, live/2)`` new edges (amortised O(1),
+  ~1-3 µs per edge at 1M), and ``graph()`` syncs and returns it. The search reads the dicts.
 * Expiry: the watermark is the largest ts seen; edges older than ``watermark - window`` can no
-  longer be on a chain (for a stream in ts order) and are dropped. Edges are kept in arrival
-  order, so the expired ones are a prefix: a head pointer advances (amortised O(1)) and the
-  prefix is physically removed at the next sync, from the slot lists, the touched vertices'
-  lists and igraph. Memory is O(V + E_window).
+  longer be on a chain (for a stream in ts order). Edges are kept in arrival order, so the
+  expired ones are a prefix: a head pointer advances (amortised O(1)) and the prefix is
+  removed at the next sync from the slot lists, the pair dicts and igraph. Between syncs the
+  search skips expired edges by ts. Memory is O(V + E_window).
 * Relations: adjacency dict plus a component label per related account. ``relate`` merges the
   smaller component into the larger (O(smaller)); ``unrelate`` runs two interleaved BFS from the
   edge's ends over the relation adjacency, so a split costs O(smaller side) and a non-split at
   most O(component). Accounts without relations have no label (singletons).
 * Chains: per closing edge ``x -> w`` at ``ts``, a bidirectional, level-synchronous temporal
   search between the start set (``{w}`` for cycles; the other members of ``w``'s component for
-  ``related_indirect``) and ``x``: forward earliest-arrival and backward latest-departure
-  labels, expanding the cheaper side, limited to ``max_hops - 1`` levels and the window. The
-  first level at which the two sides meet is the fewest hops; a shortest temporal walk is a
-  simple path, so walks are enough and dominance pruning (one label per vertex and level) is
-  exact. The canonical chain is then built greedily, smallest transfer id first, using exact
-  per-position feasibility labels. Cost: O(sum of the degrees of the vertices in the two
-  explored balls), never the whole graph.
+  ``related_indirect``) and ``x``, within ``[ts - window, ts)`` and ``max_hops - 1`` levels:
+  forward earliest-arrival labels, backward latest-departure labels. A walk of h edges exists
+  iff an edge joins forward level i and backward level j, i + j + 1 = h, so the first h with
+  a join is the fewest hops; a shortest temporal walk is a simple path (a chain), which makes
+  one label per vertex and level (dominance) exact. Level 1 of a single vertex is its
+  neighbour dict itself, labelled lazily, and a join iterates the smaller side in Python
+  with the neighbour tests as C set operations: up to 3 hops (max_hops 4) a search never
+  scans a hub's edges one by one. The canonical chain is built greedily, smallest transfer
+  id first, with exact per-position feasibility labels; the first hop comes out of the join
+  itself. Cost per edge: O(min(d(x), d(w)) + sum of min(degree, other side) over the smaller
+  side) for max_hops 4, O(sum of degrees of the materialised levels) beyond; never the whole
+  graph.
 """
 
 from __future__ import annotations
@@ -783,7 +792,7 @@ class RelatedTransferDetector:
             for side in (0, 1):
                 q, mine, other = queues[side], seen[side], seen[1 - side]
                 if not q:
-                    return mine  # this side is exhausted first: a whole, smaller component
+                    return None  # this side is exhausted first: a whole, smaller component
                 v = q.popleft()
                 for n in rel.get(v, ()):
                     if n in other:

@@ -244,7 +244,9 @@ class ReadSide:
     def _new_app(self) -> faust.App:
         s = self.settings
         brokers = [f"kafka://{h.strip()}" for h in (s.bootstrap or "").split(",") if h.strip()]
-        datadir = s.home / "readside"
+        # One directory per worker: RocksDB locks its files, and workers on one host differ
+        # by web port.
+        datadir = s.home / "readside" / f"worker-{self.web_port}"
         datadir.mkdir(parents=True, exist_ok=True)
         return _App(
             f"{s.topic_prefix}{APP_ID}",
@@ -298,12 +300,28 @@ class ReadSide:
         )
 
     def _table(self, name: str, help: str) -> faust.Table:
-        table = self.app.Table(
-            name, partitions=self.partitions, help=help, options=dict(ROCKSDB_OPTIONS)
+        # Raw (UTF-8) keys everywhere: the router hashes the changelog key's bytes with murmur2
+        # exactly as the write side partitions, and the store and the changelog must agree.
+        # faust's Table() takes serializers only from key_type/value_type models and builds
+        # its changelog topic (JSON keys!) as it registers the table, so both are given here.
+        changelog = self.app.topic(
+            f"{self.app.conf.id}-{name}-changelog",
+            key_serializer="raw",
+            value_serializer=VALUE_CODEC,
+            partitions=self.partitions,
+            compacting=True,
+            acks=False,
+            internal=True,
+            maxsize=131_072,  # as faust's own: changelog reads are not committed
+            allow_empty=True,
         )
-        # Raw (UTF-8) keys: the router hashes the key's bytes with murmur2, exactly as the
-        # write side partitions them. Set before first use: store and changelog read these
-        # lazily (Table() itself only takes serializers from key_type/value_type models).
+        table = self.app.Table(
+            name,
+            partitions=self.partitions,
+            help=help,
+            changelog_topic=changelog,
+            options=dict(ROCKSDB_OPTIONS),
+        )
         table.key_serializer = "raw"
         table.value_serializer = VALUE_CODEC
         return table
@@ -477,7 +495,7 @@ class ReadSide:
             @app.table_route(table=rs.accounts, match_info="id")
             async def get(self, request: Request, id: str) -> Response:
                 v = rs.accounts.get(id)
-                if v is None:
+                if v is None or v["status"] is None:  # unknown, or its "opened" not folded yet
                     return not_found(self, "account", id)
                 return self.json(pj.account_detail(v))
 
@@ -492,7 +510,7 @@ class ReadSide:
                 if not 1 <= limit <= LIMIT_MAX:
                     return self.json({"error": "limit_invalid", "max": LIMIT_MAX}, status=400)
                 v = rs.accounts.get(id)
-                if v is None:
+                if v is None or v["status"] is None:
                     return not_found(self, "account", id)
                 slots = {
                     seq % pj.HISTORY_MAX: rs.history.get(history_key(id, seq))
@@ -626,6 +644,20 @@ def _ensure_changelogs(settings: Settings, names: list[str], partitions: int) ->
         except Exception as exc:  # a concurrent worker created it first
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+    # Created is not yet visible: faust's first assignment ignores a changelog missing from
+    # the metadata ("Ignoring missing topic"), so wait until every partition has a leader.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=10).topics
+        if all(
+            n in md
+            and len(md[n].partitions) == partitions
+            and all(p.leader >= 0 for p in md[n].partitions.values())
+            for n in names
+        ):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"changelog topics not visible after 30 s: {names}")
 
 
 # --- OpenAPI ----------------------------------------------------------------------------
@@ -730,6 +762,8 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "Account": {
                     "type": "object",
+                    "description": "No held (in-flight) amount: it depends on transfer lifecycle "
+                    "events, keyed by transfer id, so held on other partitions than the account.",
                     "properties": {
                         **summary_props,
                         "related": {"type": "object", "additionalProperties": n},

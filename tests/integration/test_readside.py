@@ -1,9 +1,10 @@
 """The faust read side against the real write side: converges, survives kill -9, reads committed.
 
 One test, because each faust start costs seconds: the write side runs the phased workload
-while the read side (a subprocess, as in production) folds it; the read side is killed -9
-in the middle and again at the end, and every view is compared with the write side's own
-state and event topics each time.
+while two read-side workers (subprocesses, as in production) share the partitions and fold
+it; one is killed -9 in the middle, the other once caught up, and every view is compared
+with the write side's own state and event topics, asking each key of either worker (faust
+routes the request to the key's owner).
 """
 
 from __future__ import annotations
@@ -32,33 +33,32 @@ from tests.stack import LedgerStack, env_for
 
 pytestmark = pytest.mark.integration
 
-READSIDE = "readside-1"
-
 
 class ReadSideProc:
     """``python -m streams.readside.app`` under the supervisor, with its web API."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int, name: str) -> None:
         self.settings = settings
         self.port = port
+        self.name = name
         self.sup = Supervisor(settings.home)
 
     def start(self) -> None:
         self.sup.start(
-            READSIDE,
+            self.name,
             "readside",
             [sys.executable, "-m", "streams.readside.app", "--web-port", str(self.port)],
             env=env_for(self.settings),
         )
 
     def kill(self) -> None:
-        self.sup.kill(READSIDE, signal.SIGKILL)
+        self.sup.kill(self.name, signal.SIGKILL)
 
     def stop(self) -> None:
-        self.sup.stop(READSIDE)
+        self.sup.stop(self.name)
 
     def log(self) -> str:
-        path = self.sup.log_path(READSIDE)
+        path = self.sup.log_path(self.name)
         return "\n".join(path.read_text().splitlines()[-40:]) if path.exists() else ""
 
     def get(self, path: str) -> tuple[int, Any]:
@@ -115,32 +115,40 @@ def expected(stack: LedgerStack) -> dict[str, Any]:
     }
 
 
-def diff_views(rs: ReadSideProc, want: dict[str, Any]) -> list[str]:
+def diff_views(workers: list[ReadSideProc], want: dict[str, Any]) -> list[str]:
     """Every difference between the API and ``want`` (empty when converged)."""
-    problems: list[str] = []
-    status, rows = rs.get("/accounts")
-    if status != 200:
-        return [f"/accounts: HTTP {status}"]
-    got = {
-        r["account"]: {k: r[k] for k in ("account", "user", "currency", "balance", "status")}
-        for r in rows
-    }
+    got: dict[str, dict[str, Any]] = {}
+    for rs in workers:  # each lists the accounts it holds; together, all of them, once
+        status, rows = rs.get("/accounts")
+        if status != 200:
+            return [f"{rs.name} /accounts: HTTP {status}"]
+        for r in rows:
+            if r["account"] in got:
+                return [f"{r['account']} listed by two workers"]
+            got[r["account"]] = {
+                k: r[k] for k in ("account", "user", "currency", "balance", "status")
+            }
     if got != want["balances"]:
         bad = [a for a in set(got) | set(want["balances"]) if got.get(a) != want["balances"].get(a)]
         return [
             f"accounts differ ({len(bad)}), e.g. {a}: {got.get(a)} != {want['balances'].get(a)}"
             for a in sorted(bad)[:3]
         ]
-    for tid, st in want["transfers"].items():
-        status, t = rs.get(f"/transfers/{tid}")
+    problems: list[str] = []
+    for i, (tid, st) in enumerate(want["transfers"].items()):
+        status, t = workers[i % len(workers)].get(f"/transfers/{tid}")
         if status != 200 or t["status"] != st:
             problems.append(f"transfer {tid}: {status} {t} != {st}")
-    for cid, (st, reason) in want["outcomes"].items():
-        status, o = rs.get(f"/commands/{cid}")
+    for i, (cid, (st, reason)) in enumerate(want["outcomes"].items()):
+        status, o = workers[i % len(workers)].get(f"/commands/{cid}")
         if status != 200 or (o["status"], o["reason"]) != (st, reason):
             problems.append(f"command {cid}: {status} {o} != {(st, reason)}")
         elif {r["event_id"] for r in o["reused"]} != want["reused"].get(cid, set()):
             problems.append(f"command {cid}: reuses {o['reused']} != {want['reused'].get(cid)}")
+    for i, (account, b) in enumerate(want["balances"].items()):
+        status, one = workers[i % len(workers)].get(f"/accounts/{account}")
+        if status != 200 or {k: one[k] for k in b} != b:
+            problems.append(f"account {account}: {status} {one} != {b}")
     return problems[:5]
 
 
@@ -150,9 +158,12 @@ def test_read_side_converges_survives_kill_9_and_skips_aborted_records(
     started = time.monotonic()
     timings: dict[str, float] = {}
     stack = LedgerStack(settings, workers=2)
-    rs = ReadSideProc(settings, free_port_base(1))
+    base = free_port_base(2)
+    workers = [ReadSideProc(settings, base + i, f"readside-{i + 1}") for i in range(2)]
+    first, second = workers
     stack.start()
-    rs.start()
+    for rs in workers:
+        rs.start()
     try:
         _produce_aborted_ghost(settings)
         work = Workload(accounts=40, transfers=600, seed=5, prefix="r")
@@ -160,34 +171,37 @@ def test_read_side_converges_survives_kill_9_and_skips_aborted_records(
             assert stack.send(commands) == 0
             if name.startswith("transfers"):
                 # Mid-stream crash: the restarted worker replays its uncommitted tail.
-                rs.kill()
-                rs.start()
+                first.kill()
+                first.start()
             stack.wait()
         timings["write_side_done"] = time.monotonic() - started
         want = expected(stack)
         assert len(want["balances"]) == 40 and want["transfers"] and want["reused"]
 
-        rs.wait_until(lambda: diff_views(rs, want), 90, "convergence")
+        first.wait_until(lambda: diff_views(workers, want), 90, "convergence")
         timings["converged"] = time.monotonic() - started
-        _check_api(rs, want)
+        _check_api(workers, want)
 
         # kill -9 once caught up, restart: the views are the same once it has caught up again.
-        rs.kill()
+        second.kill()
         t0 = time.monotonic()
-        rs.start()
-        rs.wait_until(lambda: rs.get("/health")[0] != 200, 60, "restart")
-        rs.wait_until(lambda: diff_views(rs, want), 60, "reconvergence")
+        second.start()
+        second.wait_until(lambda: second.get("/health")[0] != 200, 60, "restart")
+        second.wait_until(lambda: diff_views(workers, want), 60, "reconvergence")
         timings["restart_to_converged"] = time.monotonic() - t0
-        status, ghost = rs.get("/accounts/ghost")
-        assert status == 404, ghost
+        for rs in workers:
+            status, ghost = rs.get("/accounts/ghost")
+            assert status == 404, ghost
     finally:
-        rs.stop()
+        for rs in workers:
+            rs.stop()
         stack.stop()
     timings["total"] = time.monotonic() - started
     print("read side timings (s):", {k: round(v, 1) for k, v in timings.items()})
 
 
-def _check_api(rs: ReadSideProc, want: dict[str, Any]) -> None:
+def _check_api(workers: list[ReadSideProc], want: dict[str, Any]) -> None:
+    rs = workers[0]
     status, doc = rs.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.0")
     assert set(doc["paths"]) == {
@@ -199,14 +213,17 @@ def _check_api(rs: ReadSideProc, want: dict[str, Any]) -> None:
         "/openapi.json",
         "/health",
     }
-    status, health = rs.get("/health")
-    assert status == 200 and health["status"] == "ok" and health["skipped"] == 0
-    assert {p["topic"] for p in health["partitions"]} == {
-        "ledger",
-        "accounts",
-        "transfers",
-        "outcomes",
-    }
+    owned: list[tuple[str, int]] = []
+    for w in workers:
+        status, health = w.get("/health")
+        assert status == 200 and health["status"] == "ok" and health["skipped"] == 0
+        owned += [(p["topic"], p["partition"]) for p in health["partitions"]]
+    # Co-partitioned: together the workers own each source partition exactly once.
+    assert sorted(owned) == sorted(
+        (t, p)
+        for t in ("ledger", "accounts", "transfers", "outcomes")
+        for p in range(rs.settings.partitions)
+    )
 
     account, b = next(iter(want["balances"].items()))
     status, one = rs.get(f"/accounts/{account}")

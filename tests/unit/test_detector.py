@@ -361,6 +361,21 @@ def test_out_of_order_within_the_window_is_indexed_in_ts_order() -> None:
     assert al.transfer_ids == ("t1", "t2", "t3")
 
 
+def test_parallel_edges_and_late_ones_between_them() -> None:
+    det = RelatedTransferDetector(4, 100 * S, compact_min_edges=1)
+    for t in [xfer("p9", "a", "b", 10), xfer("p5", "a", "b", 30), xfer("p7", "a", "b", 20)]:
+        det.add_transfer(t)  # p7 arrives after p5 but is older: linked between p5 and p9
+    det.add_transfer(xfer("q1", "b", "c", 25))
+    # a->b->c->a: p9 (ts 10) and p7 (ts 20) both precede q1 (ts 25); p7 has the smaller id.
+    [al] = det.add_transfer(xfer("r1", "c", "a", 40))
+    assert al.transfer_ids == ("p7", "q1", "r1")
+    # Past the window of p9 and p7, only p5 (ts 30) is left, and it is after q1.
+    det.expire(128 * S)
+    assert det.add_transfer(xfer("r2", "c", "a", 129)) == []
+    [al] = det.add_transfer(xfer("r3", "b", "a", 130))
+    assert al.transfer_ids == ("p5", "r3")
+
+
 def test_alert_ids_are_deterministic() -> None:
     events: list[Event] = [
         Relate("a", "b", "family", 0),

@@ -417,3 +417,13 @@ def test_the_fold_matches_the_log(topics: dict[str, Any]) -> None:
 def test_history_seqs_never_go_below_one(limit: int) -> None:
     view = pj.new_account_view("a") | {"seq": 3}
     assert pj.history_seqs(view, limit) == [3, 2, 1][:limit]
+
+
+def test_the_openapi_file_is_the_served_document() -> None:
+    """streams/readside/openapi.json is regenerated with ``--write-openapi`` when views change."""
+    from pathlib import Path
+
+    from streams.readside.app import openapi_document
+
+    path = Path(pj.__file__).with_name("openapi.json")
+    assert json.loads(path.read_text()) == openapi_document()
