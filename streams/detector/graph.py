@@ -792,7 +792,7 @@ class RelatedTransferDetector:
             for side in (0, 1):
                 q, mine, other = queues[side], seen[side], seen[1 - side]
                 if not q:
-                    return None  # this side is exhausted first: a whole, smaller component
+                    return mine  # this side is exhausted first: a whole, smaller component
                 v = q.popleft()
                 for n in rel.get(v, ()):
                     if n in other:

@@ -2,15 +2,17 @@
 
 No faust, Kafka or RocksDB here: each function takes the current view (a JSON-able dict, or
 None when the key was never seen) and one decoded event, and returns the new view. The input
-view is never mutated; when the event changes nothing the SAME object is returned, so the
-caller can skip the table write with ``new is old``.
+view is never mutated; when the event changes nothing the SAME object is returned (``new is
+old``), which is how the tests tell a no-op.
 
 The read side consumes at least once, so every function is idempotent under replay: applying
-any duplicate, or any replayed prefix, of an event sequence after the sequence itself leaves
-the views exactly as applying the sequence once.
+any duplicate, or any replayed prefix, of an event sequence leaves the views exactly as
+applying the sequence once, and not even for a moment does a replay move a view back to an
+older state (tests/unit/test_projections.py checks both with hypothesis).
 
 * postings: a posting is applied only when its ``account_seq`` is above the view's ``seq``
-  (per-account sequence numbers are dense and in log order), so replays are no-ops.
+  (per-account sequence numbers are dense and in log order), so replays are no-ops. The
+  last HISTORY_MAX postings live in a ring beside the view (slot = seq % N), see below.
 * account events carry no sequence number, so the caller passes the record's offset in the
   accounts topic (one account lives in one partition, so offsets order its events).
 * transfer status only moves forward: pending < posted | voided; the first terminal wins.

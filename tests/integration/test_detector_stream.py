@@ -279,7 +279,7 @@ def test_kill_mid_stream_and_restart_loses_and_changes_nothing(
 ) -> None:
     rng = random.Random(5)
     window_s = 300  # much shorter than the history: the rebuild must start at the right offset
-    events = _random_history(rng, now_micros() - 7200 * S, 900)
+    events = _random_history(rng, now_micros() - 7200 * S, 600)
     want = expected_alerts(events, 4, window_s)
     assert len(want) > 50 and {a["kind"] for a in want} == {DIRECT, INDIRECT, CYCLE}
     third = len(events) // 3

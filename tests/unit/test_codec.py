@@ -23,6 +23,8 @@ from schemas.errors import DecodeError, EncodeError
 SCHEMA_DIR = Path(schemas.__file__).parent
 ALL_AVSC = sorted(SCHEMA_DIR.rglob("*.avsc"))
 CURRENT = schemas.current_schemas()
+# Records the hand-written fast codec takes (flat ones); Alert has arrays and goes to fastavro.
+FLAT = {name: s for name, s in CURRENT.items() if not name.endswith(".Alert")}
 
 EXPECTED_NAMES = {
     "paystream.commands": {
@@ -35,7 +37,13 @@ EXPECTED_NAMES = {
         "RelateAccounts",
         "UnrelateAccounts",
     },
-    "paystream.events": {"LedgerPosting", "CommandOutcome", "TransferEvent", "AccountEvent"},
+    "paystream.events": {
+        "LedgerPosting",
+        "CommandOutcome",
+        "TransferEvent",
+        "AccountEvent",
+        "Alert",
+    },
     "paystream.saga": {"SagaStep"},
     "paystream.ops": {"DeadLetter"},
 }
@@ -71,6 +79,8 @@ def _sample_value(schema_type: Any, field: str, variant: int) -> Any:
             return None
         return _sample_value(next(t for t in schema_type if t != "null"), field, variant)
     if isinstance(schema_type, dict):
+        if schema_type["type"] == "array":  # 0, 1 or 2 items
+            return [_sample_value(schema_type["items"], field, variant + i) for i in range(variant % 3)]
         return _sample_value(schema_type["type"], field, variant)
     if schema_type == "string":
         # Non-ASCII and JSON-ish characters: the body is length-prefixed UTF-8.
@@ -373,7 +383,7 @@ def _value_strategy(schema_type: Any) -> st.SearchStrategy[Any]:
 @st.composite
 def _schema_and_record(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
     """A current schema and a record for it, sometimes slightly wrong."""
-    schema = CURRENT[draw(st.sampled_from(sorted(CURRENT)))]
+    schema = FLAT[draw(st.sampled_from(sorted(FLAT)))]
     record = {f["name"]: draw(_value_strategy(f["type"])) for f in schema["fields"]}
     defect = draw(st.integers(0, 9))
     name = draw(st.sampled_from([f["name"] for f in schema["fields"]]))
@@ -423,13 +433,13 @@ def test_fast_encoder_writes_what_fastavro_writes(
 
 
 @hypothesis_settings(max_examples=1000)
-@given(st.sampled_from(sorted(CURRENT)), st.binary(max_size=80))
+@given(st.sampled_from(sorted(FLAT)), st.binary(max_size=80))
 def test_fast_decoder_never_disagrees_with_fastavro(full: str, body: bytes) -> None:
-    decoder = make_decoder(CURRENT[full])
+    decoder = make_decoder(FLAT[full])
     assert decoder is not None
     fast = decoder(body, 0)
     if fast is not None:
-        assert fast == _fastavro_decode(CURRENT[full], body)
+        assert fast == _fastavro_decode(FLAT[full], body)
 
 
 def test_codec_errors_are_the_same_with_and_without_the_fast_path() -> None:
