@@ -20,8 +20,15 @@ from ops.topics import TopicNames
 def copy_loop(settings, n: int, size: int, batch: int) -> dict:  # type: ignore[no-untyped-def]
     names = TopicNames(settings.topic_prefix)
     src, dst = names.commands, names.saga
-    p = Producer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "linger.ms": 5,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    p = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     payload = os.urandom(size)
     for i in range(n):
         while True:
@@ -31,11 +38,25 @@ def copy_loop(settings, n: int, size: int, batch: int) -> dict:  # type: ignore[
             except BufferError:
                 p.poll(0.05)
     p.flush(120)
-    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.topic_prefix + "baseline",
-                  "enable.auto.commit": False, "isolation.level": "read_committed",
-                  "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
-    tp = Producer({"bootstrap.servers": settings.bootstrap, "transactional.id": settings.topic_prefix + "baseline",
-                   "linger.ms": 2, "compression.type": "lz4", "batch.num.messages": 10_000})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": settings.topic_prefix + "baseline",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    tp = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "transactional.id": settings.topic_prefix + "baseline",
+            "linger.ms": 2,
+            "compression.type": "lz4",
+            "batch.num.messages": 10_000,
+        }
+    )
     tp.init_transactions(30)
     c.subscribe([src])
     copied = 0
@@ -53,13 +74,20 @@ def copy_loop(settings, n: int, size: int, batch: int) -> dict:  # type: ignore[
             tp.produce(dst, m.value(), m.key(), m.partition())
             offsets[m.partition()] = m.offset() + 1
             copied += 1
-        tp.send_offsets_to_transaction([TopicPartition(src, q, o) for q, o in offsets.items()],
-                                       c.consumer_group_metadata(), 30)
+        tp.send_offsets_to_transaction(
+            [TopicPartition(src, q, o) for q, o in offsets.items()], c.consumer_group_metadata(), 30
+        )
         tp.commit_transaction(60)
     elapsed = time.perf_counter() - (start or time.perf_counter())
     c.close()
-    return {"name": "raw_transactional_copy", "messages": copied, "bytes_per_message": size,
-            "batch": batch, "seconds": round(elapsed, 2), "messages_per_s": round(copied / elapsed)}
+    return {
+        "name": "raw_transactional_copy",
+        "messages": copied,
+        "bytes_per_message": size,
+        "batch": batch,
+        "seconds": round(elapsed, 2),
+        "messages_per_s": round(copied / elapsed),
+    }
 
 
 def main() -> None:

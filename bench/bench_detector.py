@@ -26,15 +26,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from streams.detector.graph import RelatedTransferDetector, TransferEdge  # noqa: E402
+from streams.detector.graph import RelatedTransferDetector, TransferEdge
 
 DAY_US = 86_400 * 1_000_000
 T0 = 1_750_000_000 * 1_000_000
 
 
-def endpoints(n: int, accounts: int, alpha: float, rng: random.Random) -> tuple[list[int], list[int]]:
+def endpoints(
+    n: int, accounts: int, alpha: float, rng: random.Random
+) -> tuple[list[int], list[int]]:
     cum = list(itertools.accumulate((r + 1) ** -alpha for r in range(accounts)))
     # Shuffle ranks to ids so hubs are not simply the small ids.
     ids = list(range(accounts))

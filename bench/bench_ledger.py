@@ -15,8 +15,7 @@ import time
 import uuid
 
 from common import Workers, emit, namespace, now, private_broker
-
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer
 
 from ops.topics import TopicNames
 from paystream import queries
@@ -27,10 +26,27 @@ from producers.producer import CommandProducer
 def setup_accounts(settings, accounts: int) -> None:  # type: ignore[no-untyped-def]
     with CommandProducer(settings) as p:
         for i in range(accounts):
-            p.send(parse_command({"type": "open_account", "command_id": f"o{i}", "account": f"a{i}",
-                                  "user": f"u{i}", "currency": "USD"}))
-            p.send(parse_command({"type": "deposit", "command_id": f"d{i}", "account": f"a{i}",
-                                  "amount": "1000000.00"}))
+            p.send(
+                parse_command(
+                    {
+                        "type": "open_account",
+                        "command_id": f"o{i}",
+                        "account": f"a{i}",
+                        "user": f"u{i}",
+                        "currency": "USD",
+                    }
+                )
+            )
+            p.send(
+                parse_command(
+                    {
+                        "type": "deposit",
+                        "command_id": f"d{i}",
+                        "account": f"a{i}",
+                        "amount": "1000000.00",
+                    }
+                )
+            )
         p.flush(60)
     if not queries.wait(settings, 600):
         raise SystemExit("set-up did not finish")
@@ -38,8 +54,15 @@ def setup_accounts(settings, accounts: int) -> None:  # type: ignore[no-untyped-
 
 def transfers(n: int, accounts: int, tag: str) -> list:  # type: ignore[type-arg]
     return [
-        parse_command({"type": "transfer", "command_id": f"{tag}-{i}", "from": f"a{i % accounts}",
-                       "to": f"a{(i * 7919 + 1) % accounts}", "amount": "0.01"})
+        parse_command(
+            {
+                "type": "transfer",
+                "command_id": f"{tag}-{i}",
+                "from": f"a{i % accounts}",
+                "to": f"a{(i * 7919 + 1) % accounts}",
+                "amount": "0.01",
+            }
+        )
         for i in range(n)
     ]
 
@@ -63,10 +86,16 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
         rss = w.rss_mb()
     finally:
         w.stop()
-    return {"name": f"ledger_throughput_{guarantee}", "transfers": n, "workers": workers,
-            "seconds": round(elapsed, 2), "produce_seconds": round(produced, 2),
-            "transfers_per_s": round(n / elapsed), "target_per_s": 10_000 if guarantee == "exactly_once" else None,
-            "worker_rss_mb": rss}
+    return {
+        "name": f"ledger_throughput_{guarantee}",
+        "transfers": n,
+        "workers": workers,
+        "seconds": round(elapsed, 2),
+        "produce_seconds": round(produced, 2),
+        "transfers_per_s": round(n / elapsed),
+        "target_per_s": 10_000 if guarantee == "exactly_once" else None,
+        "worker_rss_mb": rss,
+    }
 
 
 def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> dict:  # type: ignore[no-untyped-def]
@@ -82,10 +111,18 @@ def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> 
         done = threading.Event()
 
         def watch() -> None:
-            c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": f"lat-{uuid.uuid4().hex}",
-                          "isolation.level": "read_committed", "auto.offset.reset": "latest",
-                          "fetch.wait.max.ms": 5, "enable.auto.commit": False})
+            c = Consumer(
+                {
+                    "bootstrap.servers": settings.bootstrap,
+                    "group.id": f"lat-{uuid.uuid4().hex}",
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "latest",
+                    "fetch.wait.max.ms": 5,
+                    "enable.auto.commit": False,
+                }
+            )
             from schemas.codec import Codec
+
             codec = Codec.default()
             c.subscribe([TopicNames(settings.topic_prefix).transfers])
             while not done.is_set() or len(seen) < n:
@@ -121,9 +158,17 @@ def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> 
         w.stop()
     lat = sorted((seen[k] - sent_at[k]) * 1000 for k in sent_at if k in seen)
     pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None  # noqa: E731
-    return {"name": "ledger_latency", "offered_per_s": rate, "transfers": n, "observed": len(lat),
-            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1) if lat else None,
-            "target_p99_ms": 250}
+    return {
+        "name": "ledger_latency",
+        "offered_per_s": rate,
+        "transfers": n,
+        "observed": len(lat),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1], 1) if lat else None,
+        "target_p99_ms": 250,
+    }
 
 
 def rss_with_accounts(cluster, accounts: int) -> dict:  # type: ignore[no-untyped-def]
@@ -136,15 +181,29 @@ def rss_with_accounts(cluster, accounts: int) -> dict:  # type: ignore[no-untype
 
     settings = namespace(cluster)
     topic = TopicNames(settings.topic_prefix).ledger_state
-    p = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    p = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "linger.ms": 20,
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     for i in range(accounts):
         key = f"a{i}"
-        recent = tuple(m.Remembered(f"cmd-{i}-{j}", "0123456789abcdef", "accepted") for j in range(8))
+        recent = tuple(
+            m.Remembered(f"cmd-{i}-{j}", "0123456789abcdef", "accepted") for j in range(8)
+        )
         state = m.AccountState(key, m.Status.open, f"u{i}", "USD", 100_000, 0, 8, recent)
         while True:
             try:
-                p.produce(topic, encode_state(state), key.encode(), partition_for(key, settings.partitions))
+                p.produce(
+                    topic,
+                    encode_state(state),
+                    key.encode(),
+                    partition_for(key, settings.partitions),
+                )
                 break
             except BufferError:
                 p.poll(0.05)
@@ -169,9 +228,14 @@ def rss_with_accounts(cluster, accounts: int) -> dict:  # type: ignore[no-untype
         after_work = w.rss_mb()["ledger-1"]
     finally:
         w.stop()
-    return {"name": "ledger_worker_rss", "accounts": accounts, "restore_seconds": round(restored_s, 1),
-            "rss_mb_after_restore": after_restore, "rss_mb_after_20k_transfers": after_work,
-            "target_mb": 500}
+    return {
+        "name": "ledger_worker_rss",
+        "accounts": accounts,
+        "restore_seconds": round(restored_s, 1),
+        "rss_mb_after_restore": after_restore,
+        "rss_mb_after_20k_transfers": after_work,
+        "target_mb": 500,
+    }
 
 
 def main() -> None:

@@ -16,5 +16,15 @@ if __name__ == "__main__":
     a = ap.parse_args()
     with private_broker() as cluster:
         here = Path(__file__).resolve().parent
-        sys.exit(subprocess.call([sys.executable, str(here / "bench_producer.py"),
-                                  "--bootstrap", cluster.bootstrap, "--commands", str(a.commands)]))
+        sys.exit(
+            subprocess.call(
+                [
+                    sys.executable,
+                    str(here / "bench_producer.py"),
+                    "--bootstrap",
+                    cluster.bootstrap,
+                    "--commands",
+                    str(a.commands),
+                ]
+            )
+        )

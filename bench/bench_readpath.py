@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -22,8 +21,13 @@ def bench_replay(settings, entries: int, accounts: int) -> dict:  # type: ignore
     n = produce_postings(settings, entries, accounts)
     r = queries.replay(settings)
     assert r.events == n and not r.problems, r.problems[:3]
-    return {"name": "replay", "events": r.events, "seconds": round(r.seconds, 2),
-            "events_per_s": round(r.events / r.seconds), "target_per_s": 200_000}
+    return {
+        "name": "replay",
+        "events": r.events,
+        "seconds": round(r.seconds, 2),
+        "events_per_s": round(r.events / r.seconds),
+        "target_per_s": 200_000,
+    }
 
 
 def bench_sink(settings, events: int) -> dict:  # type: ignore[no-untyped-def]
@@ -41,8 +45,13 @@ def bench_sink(settings, events: int) -> dict:  # type: ignore[no-untyped-def]
     elapsed = time.perf_counter() - start
     sink.consumer.close()
     got = client.command("SELECT count() FROM ledger_entries")
-    return {"name": "sink", "rows": int(got), "seconds": round(elapsed, 2),
-            "rows_per_s": round(rows / elapsed), "target_per_s": 200_000}
+    return {
+        "name": "sink",
+        "rows": int(got),
+        "seconds": round(elapsed, 2),
+        "rows_per_s": round(rows / elapsed),
+        "target_per_s": 200_000,
+    }
 
 
 def bench_history(rows: int, accounts: int) -> dict:
@@ -54,12 +63,12 @@ def bench_history(rows: int, accounts: int) -> dict:
     start = time.perf_counter()
     client.command(
         "INSERT INTO ledger_entries SELECT"
-        " concat('acct-', toString(number % {a}), '/', toString(number)) AS event_id,"
+        f" concat('acct-', toString(number % {accounts}), '/', toString(number)) AS event_id,"
         " toString(number) AS entry_id, toString(number) AS command_id, NULL,"
-        " concat('acct-', toString(number % {a})) AS account, '@world/USD', 'USD',"
-        " toDecimal128(1, 6), toDecimal128(intDiv(number, {a}) + 1, 6), intDiv(number, {a}) + 1,"
+        f" concat('acct-', toString(number % {accounts})) AS account, '@world/USD', 'USD',"
+        f" toDecimal128(1, 6), toDecimal128(intDiv(number, {accounts}) + 1, 6), intDiv(number, {accounts}) + 1,"
         " 'deposit', toDateTime64(1795000000 + number / 1000, 6, 'UTC'), 0, number"
-        " FROM numbers({n}) SETTINGS max_insert_threads = 2".format(a=accounts, n=rows)
+        f" FROM numbers({rows}) SETTINGS max_insert_threads = 2"
     )
     load_s = time.perf_counter() - start
 
@@ -79,16 +88,24 @@ def bench_history(rows: int, accounts: int) -> dict:
     fresh = timed()  # as inserted: several parts, FINAL merges at query time
     client.command("OPTIMIZE TABLE ledger_entries FINAL")
     merged = timed()
-    return {"name": "account_history", "rows_in_table": rows, "rows_per_account": rows // accounts,
-            "load_seconds": round(load_s, 1),
-            "p50_ms": round(statistics.median(fresh), 1), "p99_ms": round(fresh[-1], 1),
-            "merged_p50_ms": round(statistics.median(merged), 1), "merged_p99_ms": round(merged[-1], 1),
-            "target_ms": 50}
+    return {
+        "name": "account_history",
+        "rows_in_table": rows,
+        "rows_per_account": rows // accounts,
+        "load_seconds": round(load_s, 1),
+        "p50_ms": round(statistics.median(fresh), 1),
+        "p99_ms": round(fresh[-1], 1),
+        "merged_p50_ms": round(statistics.median(merged), 1),
+        "merged_p99_ms": round(merged[-1], 1),
+        "target_ms": 50,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--entries", type=int, default=500_000, help="journal entries (2 postings each)")
+    ap.add_argument(
+        "--entries", type=int, default=500_000, help="journal entries (2 postings each)"
+    )
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--history-rows", type=int, default=10_000_000)
     ap.add_argument("--only", choices=["replay", "sink", "history"])

@@ -17,12 +17,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from ops.kafka import KafkaCluster, ensure_jars  # noqa: E402
-from ops.procs import Supervisor  # noqa: E402
-from ops.topics import ensure_topics  # noqa: E402
-from paystream.config import Settings  # noqa: E402
+from ops.kafka import KafkaCluster, ensure_jars
+from ops.procs import Supervisor
+from ops.topics import ensure_topics
+from paystream.config import Settings
 
 
 def free_port_base(count: int = 2) -> int:
@@ -77,9 +77,12 @@ class Workers:
 
     def start(self) -> None:
         for i in range(1, self.count + 1):
-            self.sup.start(f"ledger-{i}", "ledger-worker",
-                           [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(i)],
-                           env=self.env())
+            self.sup.start(
+                f"ledger-{i}",
+                "ledger-worker",
+                [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(i)],
+                env=self.env(),
+            )
 
     def rss_mb(self) -> dict[str, float]:
         out = {}
@@ -92,12 +95,19 @@ class Workers:
         self.sup.stop_all()
 
 
-def namespace(cluster: KafkaCluster, partitions: int = 12, guarantee: str = "exactly_once") -> Settings:
+def namespace(
+    cluster: KafkaCluster, partitions: int = 12, guarantee: str = "exactly_once"
+) -> Settings:
     prefix = f"b{os.urandom(4).hex()}."
     ensure_topics(cluster.bootstrap, prefix, partitions=partitions, brokers=1)
     home = Path(tempfile.mkdtemp(prefix="paystream-bench-ns-"))
-    return Settings(home=home, bootstrap=cluster.bootstrap, topic_prefix=prefix,
-                    partitions=partitions, processing_guarantee=guarantee)
+    return Settings(
+        home=home,
+        bootstrap=cluster.bootstrap,
+        topic_prefix=prefix,
+        partitions=partitions,
+        processing_guarantee=guarantee,
+    )
 
 
 def emit(result: dict[str, Any]) -> None:

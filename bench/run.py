@@ -21,21 +21,47 @@ HERE = Path(__file__).resolve().parent
 
 BENCHES: list[tuple[str, list[str], list[str]]] = [
     # (label, full args, quick args)
-    ("producer", ["bench_producer_private.py"], ["bench_producer_private.py", "--commands", "50000"]),
+    (
+        "producer",
+        ["bench_producer_private.py"],
+        ["bench_producer_private.py", "--commands", "50000"],
+    ),
     ("raw transactional copy", ["bench_baseline.py"], ["bench_baseline.py", "--messages", "30000"]),
-    ("ledger: exactly-once", ["bench_ledger.py", "--only", "eos"],
-     ["bench_ledger.py", "--only", "eos", "--transfers", "5000", "--accounts", "1000"]),
-    ("ledger: at-least-once", ["bench_ledger.py", "--only", "alo"],
-     ["bench_ledger.py", "--only", "alo", "--transfers", "5000", "--accounts", "1000"]),
-    ("ledger: latency", ["bench_ledger.py", "--only", "latency"],
-     ["bench_ledger.py", "--only", "latency", "--seconds", "5", "--accounts", "1000"]),
-    ("ledger: worker RSS, 1M accounts", ["bench_ledger.py", "--only", "rss"],
-     ["bench_ledger.py", "--only", "rss", "--rss-accounts", "50000"]),
-    ("replay", ["bench_readpath.py", "--only", "replay"],
-     ["bench_readpath.py", "--only", "replay", "--entries", "50000"]),
-    ("sink", ["bench_readpath.py", "--only", "sink"], ["bench_readpath.py", "--only", "sink", "--entries", "50000"]),
-    ("account_history", ["bench_readpath.py", "--only", "history"],
-     ["bench_readpath.py", "--only", "history", "--history-rows", "1000000"]),
+    (
+        "ledger: exactly-once",
+        ["bench_ledger.py", "--only", "eos"],
+        ["bench_ledger.py", "--only", "eos", "--transfers", "5000", "--accounts", "1000"],
+    ),
+    (
+        "ledger: at-least-once",
+        ["bench_ledger.py", "--only", "alo"],
+        ["bench_ledger.py", "--only", "alo", "--transfers", "5000", "--accounts", "1000"],
+    ),
+    (
+        "ledger: latency",
+        ["bench_ledger.py", "--only", "latency"],
+        ["bench_ledger.py", "--only", "latency", "--seconds", "5", "--accounts", "1000"],
+    ),
+    (
+        "ledger: worker RSS, 1M accounts",
+        ["bench_ledger.py", "--only", "rss"],
+        ["bench_ledger.py", "--only", "rss", "--rss-accounts", "50000"],
+    ),
+    (
+        "replay",
+        ["bench_readpath.py", "--only", "replay"],
+        ["bench_readpath.py", "--only", "replay", "--entries", "50000"],
+    ),
+    (
+        "sink",
+        ["bench_readpath.py", "--only", "sink"],
+        ["bench_readpath.py", "--only", "sink", "--entries", "50000"],
+    ),
+    (
+        "account_history",
+        ["bench_readpath.py", "--only", "history"],
+        ["bench_readpath.py", "--only", "history", "--history-rows", "1000000"],
+    ),
     ("detector", ["bench_detector.py"], ["bench_detector.py", "--quick"]),
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
 ]
@@ -51,14 +77,24 @@ def main() -> int:
     todo = [b for b in BENCHES if not a.only or a.only in b[0]]
     todo = [b for b in todo if (HERE / b[1][0]).exists()]
     started = time.time()
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("benchmarks", total=len(todo))
         for label, full, quick in todo:
             progress.update(task, description=label)
             args = quick if a.quick else full
-            proc = subprocess.run([sys.executable, str(HERE / args[0]), *args[1:]], cwd=HERE,
-                                  capture_output=True, text=True, timeout=3600)
+            proc = subprocess.run(
+                [sys.executable, str(HERE / args[0]), *args[1:]],
+                cwd=HERE,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+            )
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if proc.returncode != 0 or not lines:
                 results.append({"name": label, "error": (proc.stderr or proc.stdout)[-2000:]})
@@ -68,13 +104,18 @@ def main() -> int:
                 results.append(r)
                 print(json.dumps(r), flush=True)
             progress.advance(task)
-    report = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "quick": a.quick, "results": results}
+    report = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "quick": a.quick,
+        "results": results,
+    }
     by = {r["name"]: r for r in results}
     eos, raw = by.get("ledger_throughput_exactly_once"), by.get("raw_transactional_copy")
     if eos and raw and "transfers_per_s" in eos:
         # A transfer is 3 consumed records (command, credit, settle): compare records/s.
-        report["paystream_vs_raw_copy"] = round(eos["transfers_per_s"] * 3 / raw["messages_per_s"], 3)
+        report["paystream_vs_raw_copy"] = round(
+            eos["transfers_per_s"] * 3 / raw["messages_per_s"], 3
+        )
     (HERE / "report.json").write_text(json.dumps(report, indent=2))
     (HERE / "report.md").write_text(markdown(report))
     console.print(f"wrote {HERE / 'report.json'} and {HERE / 'report.md'}")
@@ -93,7 +134,9 @@ def markdown(report: dict) -> str:
         tgt = ", ".join(f"{k} {v}" for k, v in targets.items())
         lines.append(f"| {r['name']} | {fig} | {tgt} |")
     if "paystream_vs_raw_copy" in report:
-        lines.append(f"| paystream / raw copy (records/s) | {report['paystream_vs_raw_copy']} | 0.5 |")
+        lines.append(
+            f"| paystream / raw copy (records/s) | {report['paystream_vs_raw_copy']} | 0.5 |"
+        )
     return "\n".join(lines) + "\n"
 
 

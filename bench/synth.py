@@ -23,26 +23,57 @@ def postings(n_entries: int, accounts: int) -> Iterator[dict[str, Any]]:
         seq[a] += 1
         bal[a] += 100
         entry = f"acct-{a}/dep-{i}/deposit"
-        common = {"entry_id": entry, "command_id": f"dep-{i}", "transfer_id": None,
-                  "currency": "USD", "kind": "deposit", "ts": 1_795_000_000_000_000 + i}
-        yield {**common, "event_id": entry + "/d", "account": "@world/USD", "counterparty": f"acct-{a}",
-               "amount": "-1.00", "balance_after": None, "account_seq": 0}
-        yield {**common, "event_id": entry + "/c", "account": f"acct-{a}", "counterparty": "@world/USD",
-               "amount": "1.00", "balance_after": format_amount(bal[a], "USD"), "account_seq": seq[a]}
+        common = {
+            "entry_id": entry,
+            "command_id": f"dep-{i}",
+            "transfer_id": None,
+            "currency": "USD",
+            "kind": "deposit",
+            "ts": 1_795_000_000_000_000 + i,
+        }
+        yield {
+            **common,
+            "event_id": entry + "/d",
+            "account": "@world/USD",
+            "counterparty": f"acct-{a}",
+            "amount": "-1.00",
+            "balance_after": None,
+            "account_seq": 0,
+        }
+        yield {
+            **common,
+            "event_id": entry + "/c",
+            "account": f"acct-{a}",
+            "counterparty": "@world/USD",
+            "amount": "1.00",
+            "balance_after": format_amount(bal[a], "USD"),
+            "account_seq": seq[a],
+        }
 
 
 def produce_postings(settings: Settings, n_entries: int, accounts: int) -> int:
     topic = TopicNames(settings.topic_prefix).ledger
     codec = Codec.default()
-    p = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 20, "compression.type": "lz4",
-                  "enable.idempotence": True,
-                  "queue.buffering.max.messages": 1_000_000, "batch.num.messages": 10_000})
+    p = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+            "queue.buffering.max.messages": 1_000_000,
+            "batch.num.messages": 10_000,
+        }
+    )
     n = 0
     for rec in postings(n_entries, accounts):
         while True:
             try:
-                p.produce(topic, codec.encode("LedgerPosting", rec), rec["account"].encode(),
-                          partition_for(rec["account"], settings.partitions))
+                p.produce(
+                    topic,
+                    codec.encode("LedgerPosting", rec),
+                    rec["account"].encode(),
+                    partition_for(rec["account"], settings.partitions),
+                )
                 break
             except BufferError:
                 p.poll(0.05)

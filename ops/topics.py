@@ -52,8 +52,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Internal steps between account agents (credit requests, voids, user reservations).",
     ),
     TopicSpec("ledger", "paystream.ledger.v1", "Double-entry postings, one per account side."),
-    TopicSpec("outcomes", "paystream.outcomes.v1", "One outcome per command: accepted or rejected."),
-    TopicSpec("transfers", "paystream.transfers.v1", "Transfer lifecycle: pending, posted, voided."),
+    TopicSpec(
+        "outcomes", "paystream.outcomes.v1", "One outcome per command: accepted or rejected."
+    ),
+    TopicSpec(
+        "transfers", "paystream.transfers.v1", "Transfer lifecycle: pending, posted, voided."
+    ),
     TopicSpec("accounts", "paystream.accounts.v1", "Account events: opened, blocked, related..."),
     TopicSpec(
         "ledger_state",
@@ -154,7 +158,9 @@ class Drift:
     actual: str
 
 
-def topic_drift(bootstrap: str, prefix: str = "", partitions: int = 12, brokers: int = 1) -> list[Drift]:
+def topic_drift(
+    bootstrap: str, prefix: str = "", partitions: int = 12, brokers: int = 1
+) -> list[Drift]:
     """Compare declared topics with the broker's actual configuration."""
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 

@@ -80,7 +80,9 @@ def _sample_value(schema_type: Any, field: str, variant: int) -> Any:
         return _sample_value(next(t for t in schema_type if t != "null"), field, variant)
     if isinstance(schema_type, dict):
         if schema_type["type"] == "array":  # 0, 1 or 2 items
-            return [_sample_value(schema_type["items"], field, variant + i) for i in range(variant % 3)]
+            return [
+                _sample_value(schema_type["items"], field, variant + i) for i in range(variant % 3)
+            ]
         return _sample_value(schema_type["type"], field, variant)
     if schema_type == "string":
         # Non-ASCII and JSON-ish characters: the body is length-prefixed UTF-8.
