@@ -324,12 +324,15 @@ class _Side:
             return len(self.adj[next(iter(keys))])
         return -2
 
-    def scan_cost(self, p: int) -> int:
-        """Edges a scan from level p would read (estimated for big levels)."""
-        keys, adj = self.levels[p].keys(), self.adj
-        if len(keys) > 4096:  # an estimate is enough to choose a side
-            return 32 * len(keys)
-        return sum(len(adj[v]) for v in keys)
+    def scan_cost(self, p: int, limit: int) -> int:
+        """Edges a scan from level p would read, counted up to just past ``limit``."""
+        adj, keys = self.adj, self.levels[p].keys()
+        total = 0
+        for v in keys:
+            total += len(adj[v])
+            if total > limit:
+                break
+        return total
 
     def extend(self, p: int) -> _Level:
         """Level p+1 (built once)."""
@@ -400,7 +403,8 @@ def _forward_first(fwd: _Side, i: int, back: _Side, j: int) -> bool:
         return fc == -1 and bc != -1
     if fc >= 0 or bc >= 0:
         return fc >= 0 and (bc < 0 or fc < bc)
-    return fwd.scan_cost(i) < back.scan_cost(j)
+    f = fwd.scan_cost(i, 1 << 62)
+    return f < back.scan_cost(j, f)
 
 
 def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:

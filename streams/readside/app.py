@@ -34,11 +34,12 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from confluent_kafka import KafkaException
 from faust.serializers import codecs
+from faust.stores.rocksdb import Store as RocksStore
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, StreamT
@@ -124,23 +125,26 @@ _COMPACT = _CompactJson()
 codecs.register(VALUE_CODEC, _COMPACT)
 
 
-def _set_current_event(event: EventT | None) -> None:
+def _set_current_event(event: Event | None) -> None:
     # Tables choose the changelog partition and the RocksDB shard from faust's current event.
     # take_events() buffers in another task, so the agent sets it for the event whose key it
     # writes (the same partition as the key, the topics being co-partitioned).
     _current_event.set(weakref.ref(event) if event is not None else None)
 
 
+Event = EventT[bytes]
+AnyTable = faust.Table[Any, Any]
+
 # A row to write: (table, key, value, the event it comes from: its partition is the row's).
-Row = tuple[faust.Table, str, Any, EventT]
+Row = tuple[AnyTable, str, Any, Event]
 
 
-def _rows(table: faust.Table, views: dict[str, tuple[Any, EventT]]) -> list[Row]:
+def _rows(table: AnyTable, views: dict[str, tuple[Any, Event]]) -> list[Row]:
     return [(table, k, v, ev) for k, (v, ev) in views.items() if v is not None]
 
 
 # Rows enqueued for the changelog, to confirm: (table, changelog partition, records, future).
-Pending = list[tuple[faust.Table, TP, int, Any]]
+Pending = list[tuple[AnyTable, TP, int, Any]]
 
 
 class TableWriter:
@@ -176,14 +180,14 @@ class BulkWriter:
         """Store every row, then hand the changelog batches to the producer, in row order."""
         if not rows:
             return []
-        producer = self.app.producer._ensure_producer()  # the aiokafka producer
+        producer = cast(Any, self.app.producer)._ensure_producer()  # the aiokafka producer
         encode = _COMPACT.dumps
-        open_: dict[tuple[faust.Table, int], Any] = {}
-        full: list[tuple[faust.Table, int, Any]] = []
+        open_: dict[tuple[AnyTable, int], Any] = {}
+        full: list[tuple[AnyTable, int, Any]] = []
         for table, key, value, ev in rows:
             partition = ev.message.partition
             k, v = key.encode(), encode(value)
-            store = table.data
+            store = cast(RocksStore, table.data)
             store._db_for_partition(partition).put(k, v)
             store._key_index[k] = partition
             builder = open_.get((table, partition))
@@ -208,7 +212,7 @@ class BulkWriter:
             last = md.offset + count - 1
             if last > self.persisted.get(tp, -1):  # batches of two agents may ack out of order
                 self.persisted[tp] = last
-                table.data.set_persisted_offset(tp, last)
+                cast(RocksStore, table.data).set_persisted_offset(tp, last)
 
 
 def history_key(account: str, seq: int) -> str:
@@ -299,7 +303,7 @@ class ReadSide:
             value_serializer="raw",
         )
 
-    def _table(self, name: str, help: str) -> faust.Table:
+    def _table(self, name: str, help: str) -> AnyTable:
         # Raw (UTF-8) keys everywhere: the router hashes the changelog key's bytes with murmur2
         # exactly as the write side partitions, and the store and the changelog must agree.
         # faust's Table() takes serializers only from key_type/value_type models and builds
@@ -315,16 +319,16 @@ class ReadSide:
             maxsize=131_072,  # as faust's own: changelog reads are not committed
             allow_empty=True,
         )
-        table = self.app.Table(
+        table = self.app.Table(  # always a faust.Table (typed as the TableT interface)
             name,
             partitions=self.partitions,
             help=help,
             changelog_topic=changelog,
             options=dict(ROCKSDB_OPTIONS),
         )
-        table.key_serializer = "raw"
-        table.value_serializer = VALUE_CODEC
-        return table
+        table.key_serializer = "raw"  # type: ignore[attr-defined]
+        table.value_serializer = VALUE_CODEC  # type: ignore[attr-defined]
+        return cast(AnyTable, table)
 
     def _declare(self) -> None:
         app = self.app
@@ -352,7 +356,11 @@ class ReadSide:
 
     def _agent(self, key: str, fold: Any) -> Any:
         async def agent(stream: StreamT[bytes]) -> None:
-            async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            # take_events() is faust.Stream's, not in the StreamT interface.
+            batches = cast(faust.Stream[bytes], stream).take_events(
+                BATCH_MAX, within=BATCH_WITHIN_S
+            )
+            async for events in batches:
                 try:
                     # One batch at a time across the agents (ledger and accounts both write
                     # account views): fold, store and enqueue without interleaving, so no
@@ -388,17 +396,19 @@ class ReadSide:
     # Each touched key is written even when its view did not change: that is what repairs a
     # changelog row lost in a crash (the replayed event is a no-op, but the row is sent again).
 
-    def _skip(self, ev: EventT, why: object) -> None:
+    def _skip(self, ev: Event, why: object) -> None:
         # A record the projections cannot use is logged and counted (/health), not retried:
         # it would fail the same way on every replay.
         self.skipped += 1
         log.warning("skipping record %s@%d: %s", ev.message.tp, ev.message.offset, why)
 
-    def _decode(self, events: Sequence[EventT], schema: str) -> Iterable[tuple[EventT, dict]]:
+    def _decode(
+        self, events: Sequence[Event], schema: str
+    ) -> Iterable[tuple[Event, dict[str, Any]]]:
         decode = self.codec.decode
         for ev in events:
             try:
-                name, record = decode(ev.message.value)
+                name, record = decode(ev.message.value or b"")  # a tombstone fails: skipped
             except Exception as exc:
                 self._skip(ev, exc)
                 continue
@@ -408,18 +418,16 @@ class ReadSide:
             yield ev, record
 
     @staticmethod
-    def _current(
-        table: faust.Table, views: dict[str, tuple[Any, EventT]], key: str, ev: EventT
-    ) -> Any:
+    def _current(table: AnyTable, views: dict[str, tuple[Any, Event]], key: str, ev: Event) -> Any:
         """The key's view: this batch's latest, else the table's (read from ev's shard)."""
         if key in views:
             return views[key][0]
         _set_current_event(ev)
         return table.get(key)
 
-    def _fold_ledger(self, events: Sequence[EventT]) -> list[Row]:
-        views: dict[str, tuple[pj.View | None, EventT]] = {}
-        ring: dict[str, tuple[Any, EventT]] = {}
+    def _fold_ledger(self, events: Sequence[Event]) -> list[Row]:
+        views: dict[str, tuple[pj.View | None, Event]] = {}
+        ring: dict[str, tuple[Any, Event]] = {}
         for ev, posting in self._decode(events, "LedgerPosting"):
             try:
                 account = posting["account"]
@@ -438,13 +446,13 @@ class ReadSide:
 
     def _fold_keyed(
         self,
-        events: Sequence[EventT],
+        events: Sequence[Event],
         schema: str,
-        table: faust.Table,
+        table: AnyTable,
         key_field: str,
         apply: Any,
     ) -> list[Row]:
-        views: dict[str, tuple[Any, EventT]] = {}
+        views: dict[str, tuple[Any, Event]] = {}
         for ev, record in self._decode(events, schema):
             try:
                 key = record[key_field]
@@ -453,20 +461,20 @@ class ReadSide:
                 self._skip(ev, exc)
         return _rows(table, views)
 
-    def _fold_accounts(self, events: Sequence[EventT]) -> list[Row]:
-        def apply(view: pj.View | None, e: dict[str, Any], ev: EventT) -> pj.View | None:
+    def _fold_accounts(self, events: Sequence[Event]) -> list[Row]:
+        def apply(view: pj.View | None, e: dict[str, Any], ev: Event) -> pj.View | None:
             return pj.apply_account_event(view, e, ev.message.offset)
 
         return self._fold_keyed(events, "AccountEvent", self.accounts, "account", apply)
 
-    def _fold_transfers(self, events: Sequence[EventT]) -> list[Row]:
-        def apply(view: pj.View | None, e: dict[str, Any], ev: EventT) -> pj.View | None:
+    def _fold_transfers(self, events: Sequence[Event]) -> list[Row]:
+        def apply(view: pj.View | None, e: dict[str, Any], ev: Event) -> pj.View | None:
             return pj.apply_transfer_event(view, e)
 
         return self._fold_keyed(events, "TransferEvent", self.transfers, "transfer_id", apply)
 
-    def _fold_outcomes(self, events: Sequence[EventT]) -> list[Row]:
-        def apply(view: pj.View | None, e: dict[str, Any], ev: EventT) -> pj.View | None:
+    def _fold_outcomes(self, events: Sequence[Event]) -> list[Row]:
+        def apply(view: pj.View | None, e: dict[str, Any], ev: Event) -> pj.View | None:
             return pj.apply_outcome(view, e)
 
         return self._fold_keyed(events, "CommandOutcome", self.outcomes, "command_id", apply)
@@ -476,6 +484,8 @@ class ReadSide:
     def _declare_views(self) -> None:
         app, rs = self.app, self
 
+        # faust's views get the path's match_info as keyword arguments (``id``), which
+        # table_route's annotation does not allow for: hence the type: ignore[arg-type].
         def not_found(view: View, what: str, key: str) -> Response:
             return view.json({"error": f"{what}_not_found", what: key}, status=404)
 
@@ -492,7 +502,7 @@ class ReadSide:
 
         @app.page("/accounts/{id}")
         class Account(View):
-            @app.table_route(table=rs.accounts, match_info="id")
+            @app.table_route(table=rs.accounts, match_info="id")  # type: ignore[arg-type]
             async def get(self, request: Request, id: str) -> Response:
                 v = rs.accounts.get(id)
                 if v is None or v["status"] is None:  # unknown, or its "opened" not folded yet
@@ -501,7 +511,7 @@ class ReadSide:
 
         @app.page("/accounts/{id}/transfers")
         class AccountTransfers(View):
-            @app.table_route(table=rs.accounts, match_info="id")
+            @app.table_route(table=rs.accounts, match_info="id")  # type: ignore[arg-type]
             async def get(self, request: Request, id: str) -> Response:
                 try:
                     limit = int(request.query.get("limit", LIMIT_DEFAULT))
@@ -521,14 +531,14 @@ class ReadSide:
 
         @app.page("/transfers/{id}")
         class Transfer(View):
-            @app.table_route(table=rs.transfers, match_info="id")
+            @app.table_route(table=rs.transfers, match_info="id")  # type: ignore[arg-type]
             async def get(self, request: Request, id: str) -> Response:
                 v = rs.transfers.get(id)
                 return self.json(v) if v is not None else not_found(self, "transfer", id)
 
         @app.page("/commands/{id}")
         class Command(View):
-            @app.table_route(table=rs.outcomes, match_info="id")
+            @app.table_route(table=rs.outcomes, match_info="id")  # type: ignore[arg-type]
             async def get(self, request: Request, id: str) -> Response:
                 v = rs.outcomes.get(id)
                 return self.json(v) if v is not None else not_found(self, "command", id)
@@ -611,7 +621,7 @@ def _ensure_changelogs(settings: Settings, names: list[str], partitions: int) ->
     first start the assignment can miss a changelog, whose table then never recovers and
     whose first write fails with PartitionsMismatch ("changelog has 0 partitions").
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": settings.bootstrap or ""})
     existing = admin.list_topics(timeout=30).topics
