@@ -291,36 +291,32 @@ def _credit(state: AccountState | None, t: TransferInfo) -> list[Event]:
         reason = Rejection.balance_would_overflow
     if reason is not None or state is None:
         return [TransferTurnedBack(t, reason or Rejection.credit_account_not_found)]
-    post = Posted(
-        _entry_id(t.from_account, t.command_id, PostingKind.transfer_post),
-        t.command_id,
-        t.transfer_id,
-        PostingKind.transfer_post,
-        t.currency,
-        Leg(clearing_account(t.currency), -t.amount, None, 0),
-        Leg(state.account, t.amount, state.balance + t.amount, state.seq + 1),
-        t.ts,
-    )
+    post = _from_clearing(state, t, PostingKind.transfer_post)
     accepted = CommandAccepted(
         t.command_id, CreateTransfer.command_type, t.from_account, t.digest, t.ts, False
     )
     return [post, TransferPosted(t), accepted]
 
 
+def _from_clearing(state: AccountState, t: TransferInfo, kind: PostingKind) -> Posted:
+    """Clearing pays a transfer's amount to ``state``: the destination, or back to the source."""
+    return Posted(
+        _entry_id(t.from_account, t.command_id, kind),
+        t.command_id,
+        t.transfer_id,
+        kind,
+        t.currency,
+        Leg(clearing_account(t.currency), -t.amount, None, 0),
+        Leg(state.account, t.amount, state.balance + t.amount, state.seq + 1),
+        t.ts,
+    )
+
+
 def _void(state: AccountState | None, t: TransferInfo, reason: Rejection) -> list[Event]:
     """Step 3 of a turned-back transfer, at the source: clearing pays the money back."""
     if state is None or state.held < t.amount:
         raise InvariantViolation(f"void of {t.transfer_id!r} without its hold at the source")
-    back = Posted(
-        _entry_id(t.from_account, t.command_id, PostingKind.transfer_void),
-        t.command_id,
-        t.transfer_id,
-        PostingKind.transfer_void,
-        t.currency,
-        Leg(clearing_account(t.currency), -t.amount, None, 0),
-        Leg(t.from_account, t.amount, state.balance + t.amount, state.seq + 1),
-        t.ts,
-    )
+    back = _from_clearing(state, t, PostingKind.transfer_void)
     rejected = CommandRejected(
         t.command_id, CreateTransfer.command_type, t.from_account, t.digest, reason, t.ts, True
     )
