@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from streams.ledger import model as m
+from streams.ledger.model import is_system_account
 from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
 from streams.ledger.rejections import Rejection
 
@@ -44,9 +46,34 @@ def digest_of(schema: str, record: dict[str, Any]) -> str:
 
 
 _ID_FIELDS = ("command_id", "account", "user", "from", "to", "related", "currency")
+# Each command schema's string fields; only ``reason`` may be null.
+_COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
+    "Transfer": ("command_id", "from", "to", "amount"),
+    "Deposit": ("command_id", "account", "amount"),
+    "Withdraw": ("command_id", "account", "amount"),
+    "OpenAccount": ("command_id", "account", "user", "currency"),
+    "BlockAccount": ("command_id", "account", "reason"),
+    "UnblockAccount": ("command_id", "account", "reason"),
+    "RelateAccounts": ("command_id", "account", "related", "kind"),
+    "UnrelateAccounts": ("command_id", "account", "related"),
+}
+_NULLABLE = frozenset({"reason"})
+# Every ``ts`` is microseconds in an Avro long: a later log time could never be written out.
+TS_MAX = (1 << 63) - 1
+# What format_amount writes (saga steps carry amounts the ledger formatted itself).
+_SIGNED_AMOUNT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,18})?\Z")
 
 
 def to_command(schema: str, r: dict[str, Any], ts: int) -> m.Command:
+    fields = _COMMAND_FIELDS.get(schema)
+    if fields is None:
+        raise BadRecord("not_a_command", f"{schema} is not a command")
+    for f in fields:
+        v = r.get(f)
+        if not isinstance(v, str) and not (v is None and f in _NULLABLE):
+            raise BadRecord("bad_field", f"{schema}.{f} must be a string, not {type(v).__name__}")
+    if type(ts) is not int or not 0 <= ts <= TS_MAX:
+        raise BadRecord("bad_timestamp", f"log time {ts!r} µs is out of range")
     for f in _ID_FIELDS:
         v = r.get(f)
         if isinstance(v, str) and len(v) > m.ID_CHARS_MAX:
@@ -56,64 +83,107 @@ def to_command(schema: str, r: dict[str, Any], ts: int) -> m.Command:
             )
     d = digest_of(schema, r)
     cid = r["command_id"]
+    cmd: m.Command
     if schema == "Transfer":
-        return m.CreateTransfer(cid, r["from"], r["to"], r["amount"], ts, d)
-    if schema == "Deposit":
-        return m.Deposit(cid, r["account"], r["amount"], ts, d)
-    if schema == "Withdraw":
-        return m.Withdraw(cid, r["account"], r["amount"], ts, d)
-    if schema == "OpenAccount":
-        return m.OpenAccount(cid, r["account"], r["user"], r["currency"], ts, d)
-    if schema == "BlockAccount":
-        return m.BlockAccount(cid, r["account"], r.get("reason"), ts, d)
-    if schema == "UnblockAccount":
-        return m.UnblockAccount(cid, r["account"], r.get("reason"), ts, d)
-    if schema == "RelateAccounts":
-        return m.RelateAccounts(cid, r["account"], r["related"], r["kind"], ts, d)
-    if schema == "UnrelateAccounts":
-        return m.UnrelateAccounts(cid, r["account"], r["related"], ts, d)
-    raise BadRecord("not_a_command", f"{schema} is not a command")
+        cmd = m.CreateTransfer(cid, r["from"], r["to"], r["amount"], ts, d)
+    elif schema == "Deposit":
+        cmd = m.Deposit(cid, r["account"], r["amount"], ts, d)
+    elif schema == "Withdraw":
+        cmd = m.Withdraw(cid, r["account"], r["amount"], ts, d)
+    elif schema == "OpenAccount":
+        cmd = m.OpenAccount(cid, r["account"], r["user"], r["currency"], ts, d)
+    elif schema == "BlockAccount":
+        cmd = m.BlockAccount(cid, r["account"], r.get("reason"), ts, d)
+    elif schema == "UnblockAccount":
+        cmd = m.UnblockAccount(cid, r["account"], r.get("reason"), ts, d)
+    elif schema == "RelateAccounts":
+        cmd = m.RelateAccounts(cid, r["account"], r["related"], r["kind"], ts, d)
+    else:
+        cmd = m.UnrelateAccounts(cid, r["account"], r["related"], ts, d)
+    if cmd.key.startswith(m.USER_KEY):
+        # "@user/<name>" keys hold user reservations: a command keyed there would be decided
+        # against a user's state (an invariant violation that stops the worker, every time).
+        raise BadRecord("reserved_key", f"{cmd.key[:64]!r} is a reserved key, not an account")
+    return cmd
+
+
+def _str(r: dict[str, Any], name: str) -> str:
+    v = r.get(name)
+    if not isinstance(v, str):
+        raise BadRecord(
+            "bad_field", f"saga step field {name} must be a string, not {type(v).__name__}"
+        )
+    return v
+
+
+def _ts(r: dict[str, Any]) -> int:
+    v = r.get("ts")
+    if type(v) is not int or not 0 <= v <= TS_MAX:
+        raise BadRecord("bad_timestamp", f"saga step ts {v!r} is out of range")
+    return v
 
 
 def _transfer_from_step(r: dict[str, Any]) -> m.TransferInfo:
-    currency = r["currency"]
+    currency = _str(r, "currency")
+    amount = _str(r, "amount")
+    if not _SIGNED_AMOUNT.match(amount):
+        raise BadRecord("bad_field", f"saga step amount {amount[:48]!r} is not a decimal")
     return m.TransferInfo(
-        transfer_id=r["command_id"],
-        command_id=r["command_id"],
-        from_account=r["account"],
-        to_account=r["other"],
+        transfer_id=_str(r, "command_id"),
+        command_id=_str(r, "command_id"),
+        from_account=_str(r, "account"),
+        to_account=_str(r, "other"),
         currency=currency,
-        amount=parse_signed(r["amount"], currency),
-        ts=r["ts"],
-        digest=r["digest"],
+        amount=parse_signed(amount, currency),
+        ts=_ts(r),
+        digest=_str(r, "digest"),
     )
 
 
 def to_saga_step(r: dict[str, Any]) -> m.SagaStep:
-    step = r["step"]
+    step = _saga_step(r)
+    # Account steps go to accounts, the reservation to "@user/<name>": a step aimed elsewhere
+    # would meet a state of the other kind (an invariant violation that stops the worker).
+    if is_system_account(step.key) != isinstance(step, m.ReserveUser):
+        raise BadRecord("bad_target", f"{type(step).__name__} for key {step.key[:64]!r}")
+    return step
+
+
+def _saga_step(r: dict[str, Any]) -> m.SagaStep:
+    step = _str(r, "step")
     if step == "credit":
         return m.CreditTransfer(_transfer_from_step(r))
     if step == "settle":
         return m.SettleTransfer(_transfer_from_step(r))
     if step == "void":
-        return m.VoidTransfer(_transfer_from_step(r), Rejection(r["reason"]))
+        reason = _str(r, "reason")
+        if reason not in Rejection.__members__:
+            raise BadRecord("bad_field", f"saga step reason {reason[:64]!r} is not a rejection")
+        return m.VoidTransfer(_transfer_from_step(r), Rejection(reason))
     if step == "reserve_user":
-        return m.ReserveUser(r["command_id"], r["digest"], r["user"], r["account"], r["ts"])
+        return m.ReserveUser(
+            _str(r, "command_id"), _str(r, "digest"), _str(r, "user"), _str(r, "account"), _ts(r)
+        )
     if step in ("user_reserved", "user_taken"):
         return m.UserReservationResult(
-            r["command_id"], r["digest"], r["user"], r["account"], step == "user_reserved", r["ts"]
+            _str(r, "command_id"),
+            _str(r, "digest"),
+            _str(r, "user"),
+            _str(r, "account"),
+            step == "user_reserved",
+            _ts(r),
         )
     if step in ("relate", "unrelate"):
         return m.ConfirmRelation(
-            r["command_id"],
-            r["command_type"],
-            r["digest"],
-            r["account"],
-            r["other"],
-            r["kind"] if step == "relate" else None,
-            r["ts"],
+            _str(r, "command_id"),
+            _str(r, "command_type"),
+            _str(r, "digest"),
+            _str(r, "account"),
+            _str(r, "other"),
+            _str(r, "kind") if step == "relate" else None,
+            _ts(r),
         )
-    raise BadRecord("unknown_step", f"unknown saga step {step!r}")
+    raise BadRecord("unknown_step", f"unknown saga step {step[:64]!r}")
 
 
 # --- Out: domain events -> records ---

@@ -1,0 +1,1 @@
+"""Hostile-input fuzzing: shared hypothesis strategies and the optional atheris harnesses."""
