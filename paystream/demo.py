@@ -1,4 +1,11 @@
-"""``paystream demo`` (and ``make run``): a phased workload, then a verified summary."""
+"""``paystream demo`` (and ``make run``): a phased workload, then a verified summary.
+
+The workload plants related-party chains, cycles and relation changes among its random
+traffic (``Workload(plant=True)``). The summary checks the balances against the sequential
+model (``paystream.oracle``), the warehouse against the same model when it runs, and the
+detector's alerts against the brute-force implementation of the rules
+(``streams.detector.bruteforce``) run over the workload itself when the detector runs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -14,15 +22,23 @@ from rich.table import Table
 
 from paystream import queries
 from paystream.config import Settings
-from paystream.oracle import Oracle
+from paystream.oracle import EXP, Oracle
 from paystream.workload import Workload
 from producers.commands import parse_command
 from producers.producer import CommandProducer
+from streams.detector import bruteforce
+from streams.detector.bruteforce import Event, Relate, Unrelate
+from streams.detector.graph import DEFAULT_MAX_HOPS, DEFAULT_WINDOW_US, KINDS, TransferEdge
+
+PHASE_US = 1_000_000  # the oracle's clock: every event of phase k is at k seconds
+DETECTOR_TIMEOUT_S = 300.0
 
 
 def run_demo(settings: Settings, accounts: int, transfers: int, seed: int, as_json: bool) -> int:
     console = Console(stderr=True)
-    work = Workload(accounts=accounts, transfers=transfers, seed=seed, prefix=f"demo{seed}")
+    work = Workload(
+        accounts=accounts, transfers=transfers, seed=seed, prefix=f"demo{seed}", plant=True
+    )
     oracle = Oracle()
     total = sum(len(c) for _, c in work.phases)
     started = time.monotonic()
@@ -51,8 +67,13 @@ def run_demo(settings: Settings, accounts: int, transfers: int, seed: int, as_js
                     console.print(f"[red]the ledger did not catch up with phase {name!r}[/red]")
                     return 1
                 progress.update(task, description=f"  {name} ✓")
+        task = progress.add_task("  detector (alerts)", total=None)
+        detector = wait_for_detector(settings, DETECTOR_TIMEOUT_S)
+        progress.update(task, description=f"  detector: {detector}")
     elapsed = time.monotonic() - started
     summary = _summary(settings, work, oracle, elapsed)
+    summary["alerts"] = _alerts(settings, work, detector)
+    summary["verified"] = summary["verified"] and summary["alerts"].get("matches", True)
     if as_json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
@@ -131,6 +152,170 @@ def _warehouse(settings: Settings, prefix: str, expected: dict[str, Any]) -> dic
     }
 
 
+# --- the related-transfer detector's alerts ---
+
+
+def detector_running(settings: Settings) -> bool:
+    """Is the detector process of this stack (``paystream up``) alive?"""
+    from ops.procs import Supervisor
+    from paystream.bootstrap import DETECTOR_ROLE
+
+    sup = Supervisor(settings.home)
+    return any(p["role"] == DETECTOR_ROLE and sup.alive(p["name"]) for p in sup.list())
+
+
+def wait_for_detector(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> str:
+    """Once the ledger is caught up (``queries.wait``): wait until the detector has processed
+    every transfer and relation event and its alerts are on the alerts topic.
+
+    ``queries.wait`` cannot tell: it waits for downstream groups that have members, and the
+    detector assigns its partitions (no group membership). The detector commits an input
+    partition only up to the oldest event still in its reorder buffer (which holds events up
+    to ``hold_ms``/``max_hold_ms``), and only after the alerts of everything before it were
+    acknowledged by the broker; so its group being caught up on both input topics means
+    everything left the buffer and every alert is on the topic.
+
+    Returns "caught up", "not running" or "behind" (timed out).
+    """
+    from ops.topics import TopicNames
+    from streams.detector.app import DETECTOR_GROUP
+
+    if not detector_running(settings):
+        return "not running"
+    names = TopicNames(settings.topic_prefix)
+    group = settings.topic_prefix + DETECTOR_GROUP
+    deadline = time.monotonic() + timeout_s
+    while not queries.caught_up(settings, group, [names.transfers, names.accounts]):
+        if time.monotonic() > deadline:
+            return "behind"
+        time.sleep(poll_s)
+    return "caught up"
+
+
+def detector_events(work: Workload) -> list[Event]:
+    """What the detector sees, derived from the workload alone: the relation changes and
+    transfers that the sequential model accepts, in phase order, at ``PHASE_US`` per phase.
+
+    Inside a phase the real order (and ts) is the broker's, which the workload makes
+    irrelevant: no phase mixes relation changes with transfers or changes one relation twice,
+    and no account both sends and receives in one phase, so no chain lies inside a phase and
+    each transfer sees the relations of the phases before it. Checked here: ValueError if not.
+    """
+    oracle = Oracle()
+    events: list[Event] = []
+    for k, (name, commands) in enumerate(work.phases):
+        ts = (k + 1) * PHASE_US
+        senders: set[str] = set()
+        receivers: set[str] = set()
+        pairs: set[frozenset[str]] = set()
+        for c in commands:
+            if oracle.apply(c) != "accepted":  # None: a duplicate, taking no effect
+                continue
+            if c["type"] in ("relate_accounts", "unrelate_accounts"):
+                pair = frozenset((c["account"], c["related"]))
+                if pair in pairs:
+                    raise ValueError(f"phase {name!r} changes the relation {sorted(pair)} twice")
+                pairs.add(pair)
+                if c["type"] == "relate_accounts":
+                    events.append(Relate(c["account"], c["related"], c["kind"], ts))
+                else:
+                    events.append(Unrelate(c["account"], c["related"], ts))
+            elif c["type"] == "transfer":
+                cur = oracle.accounts[c["from"]].currency
+                minor = oracle.amount(c["amount"], cur)
+                assert isinstance(minor, int)  # accepted
+                whole, frac = divmod(minor, 10 ** EXP[cur])
+                amount = f"{whole}.{frac:0{EXP[cur]}d}" if EXP[cur] else str(whole)
+                cid = c["command_id"]  # a transfer's id is its command's id
+                events.append(TransferEdge(cid, cid, c["from"], c["to"], amount, cur, ts))
+                senders.add(c["from"])
+                receivers.add(c["to"])
+        if pairs and senders:
+            raise ValueError(f"phase {name!r} mixes relation changes and transfers")
+        if senders & receivers:
+            some = sorted(senders & receivers)[:3]
+            raise ValueError(f"in phase {name!r}, {some} both send and receive")
+    return events
+
+
+def expected_alerts(
+    work: Workload, max_hops: int = DEFAULT_MAX_HOPS, window_us: int = DEFAULT_WINDOW_US
+) -> list[dict[str, Any]]:
+    """The alerts the rules give for the workload (brute force), as ``Alert`` records without
+    the times (``ts``, ``timestamps``: the broker's clock, not the workload's)."""
+    alerts = bruteforce.detect(detector_events(work), max_hops, window_us)
+    return [comparable(a.to_record()) for a in alerts]
+
+
+def comparable(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert record without its times, lists as lists (JSON, Avro and the oracle agree)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in alert.items()
+        if k not in ("ts", "timestamps")
+    }
+
+
+def _alerts(settings: Settings, work: Workload, detector: str) -> dict[str, Any]:
+    """Alerts on this demo's accounts, checked against the brute force, when the detector
+    runs (the demo works without one)."""
+    from streams.detector.app import read_alerts
+
+    if detector == "not running":
+        return {"available": False, "detector": detector}
+    prefix = work.prefix + "-"
+    got = [a for a in read_alerts(settings) if all(x.startswith(prefix) for x in a["accounts"])]
+    mine = {a["alert_id"]: comparable(a) for a in got}
+    try:
+        want = {a["alert_id"]: a for a in expected_alerts(work)}
+        oracle_problem = None
+    except ValueError as exc:  # the workload does not determine the alerts: a workload bug
+        want, oracle_problem = {}, str(exc)
+    missing = sorted(k for k in want if k not in mine)
+    unexpected = sorted(k for k in mine if k not in want)
+    different = sorted(k for k in mine if k in want and mine[k] != want[k])
+    kinds_on: dict[str, list[str]] = {}
+    for a in sorted(got, key=lambda a: KINDS.index(a["kind"])):
+        kinds_on.setdefault(a["transfer_ids"][-1], []).append(a["kind"])
+    planted_ok = sum(1 for p in work.planted if tuple(kinds_on.get(p.closing, ())) == p.kinds)
+    return {
+        "available": True,
+        "detector": detector,
+        "max_hops": DEFAULT_MAX_HOPS,
+        "window_s": DEFAULT_WINDOW_US // 1_000_000,
+        "count": len(mine),
+        "by_kind": {k: sum(1 for a in got if a["kind"] == k) for k in KINDS},
+        "examples": _examples(got),
+        "expected": len(want),
+        "planted": len(work.planted),
+        "planted_as_expected": planted_ok,
+        "missing": [_brief(want[k]) for k in missing[:10]],
+        "unexpected": [_brief(mine[k]) for k in unexpected[:10]],
+        "different": different[:10],
+        "oracle_problem": oracle_problem,
+        "matches": detector == "caught up"
+        and oracle_problem is None
+        and not missing
+        and not unexpected
+        and not different,
+    }
+
+
+def _brief(a: dict[str, Any]) -> dict[str, Any]:
+    return {k: a[k] for k in ("alert_id", "kind", "accounts", "transfer_ids", "amounts")}
+
+
+def _examples(alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One alert per kind, the longest path first (the most telling)."""
+    out = []
+    for kind in KINDS:
+        of_kind = [a for a in alerts if a["kind"] == kind]
+        if of_kind:
+            a = max(of_kind, key=lambda a: (len(a["accounts"]), a["alert_id"]))
+            out.append({**_brief(a), "relation_path": a["relation_path"]})
+    return out
+
+
 def _print(s: dict[str, Any]) -> None:
     console = Console()
     t = Table(title="paystream demo", show_header=False)
@@ -151,7 +336,32 @@ def _print(s: dict[str, Any]) -> None:
         t.add_row("warehouse balances = model", "yes" if w["matches"] else "NO")
     else:
         t.add_row("warehouse", "not running")
+    al = s["alerts"]
+    if al.get("available"):
+        t.add_row(
+            "detector",
+            f"{al['detector']} (max hops {al['max_hops']}, window {al['window_s'] // 86400} days)",
+        )
+        for kind, n in al["by_kind"].items():
+            t.add_row(f"  alerts: {kind}", str(n))
+        t.add_row("alerts = brute-force oracle", "yes" if al["matches"] else "NO")
+        t.add_row("planted patterns as expected", f"{al['planted_as_expected']}/{al['planted']}")
+    else:
+        t.add_row("detector", al.get("detector", "not running"))
     console.print(t)
+    if al.get("available"):
+        console.print("Alerts (paystream alerts [--json] [--kind K] [--account A]), for example:")
+        for a in al["examples"]:
+            path = " -> ".join(a["accounts"])
+            rel = f"  related via {' - '.join(a['relation_path'])}" if a["relation_path"] else ""
+            console.print(f"  {a['kind']}: {path}  ({', '.join(a['amounts'])}){rel}")
+        if al["oracle_problem"]:
+            console.print(f"[red]alert oracle: {al['oracle_problem']}[/red]")
+        for label in ("missing", "unexpected"):
+            for a in al[label]:
+                console.print(f"[red]{label} alert {a}[/red]")
+        for alert_id in al["different"]:
+            console.print(f"[red]alert {alert_id} differs from the oracle's[/red]")
     if w.get("available"):
         console.print(
             "Ask the warehouse (paystream sql, or any ClickHouse client on 127.0.0.1:8123):"
