@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 import uuid
@@ -74,6 +75,7 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
     try:
         setup_accounts(settings, accounts)
         cmds = transfers(n, accounts, uuid.uuid4().hex[:6])
+        cpu_before = w.cpu_s()
         start = now()
         with CommandProducer(settings) as p:
             for c in cmds:
@@ -83,6 +85,7 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
         if not queries.wait(settings, 900):
             raise SystemExit("throughput run did not finish")
         elapsed = now() - start
+        cpu = w.cpu_s() - cpu_before
         rss = w.rss_mb()
     finally:
         w.stop()
@@ -93,6 +96,9 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
         "seconds": round(elapsed, 2),
         "produce_seconds": round(produced, 2),
         "transfers_per_s": round(n / elapsed),
+        "worker_cpu_s": round(cpu, 2),
+        "transfers_per_worker_cpu_s": round(n / cpu) if cpu > 0 else None,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "target_per_s": 10_000 if guarantee == "exactly_once" else None,
         "worker_rss_mb": rss,
     }

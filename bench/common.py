@@ -91,6 +91,16 @@ class Workers:
                 out[p["name"]] = round(psutil.Process(p["pid"]).memory_info().rss / 2**20, 1)
         return out
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the live workers have used: a figure that other load
+        on the machine disturbs less than wall-clock rates."""
+        total = 0.0
+        for p in self.sup.list():
+            if p["alive"]:
+                t = psutil.Process(p["pid"]).cpu_times()
+                total += t.user + t.system
+        return round(total, 2)
+
     def stop(self) -> None:
         self.sup.stop_all()
 

@@ -112,10 +112,8 @@ def main() -> int:
     by = {r["name"]: r for r in results}
     eos, raw = by.get("ledger_throughput_exactly_once"), by.get("raw_transactional_copy")
     if eos and raw and "transfers_per_s" in eos:
-        # A transfer is 3 consumed records (command, credit, settle): compare records/s.
-        report["paystream_vs_raw_copy"] = round(
-            eos["transfers_per_s"] * 3 / raw["messages_per_s"], 3
-        )
+        # One command in per transfer, one record out per message: transfers/s over messages/s.
+        report["paystream_vs_raw_copy"] = round(eos["transfers_per_s"] / raw["messages_per_s"], 3)
     (HERE / "report.json").write_text(json.dumps(report, indent=2))
     (HERE / "report.md").write_text(markdown(report))
     console.print(f"wrote {HERE / 'report.json'} and {HERE / 'report.md'}")
@@ -135,7 +133,8 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['name']} | {fig} | {tgt} |")
     if "paystream_vs_raw_copy" in report:
         lines.append(
-            f"| paystream / raw copy (records/s) | {report['paystream_vs_raw_copy']} | 0.5 |"
+            f"| paystream / raw copy (transfers/s over copied messages/s) "
+            f"| {report['paystream_vs_raw_copy']} | 0.5 |"
         )
     return "\n".join(lines) + "\n"
 

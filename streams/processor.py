@@ -9,14 +9,23 @@ The commit sequence, repeated in comments below:
   1. Consume up to ``batch_records_max`` records (read_committed).
   2. Begin a transaction.
   3. For each record: decode, load the key's state (batch overlay, then rocksdict), decide,
-     evolve, produce the resulting events and saga steps (to any partition).
+     evolve, produce the resulting events (to any partition). A saga step for a key of a
+     partition this worker owns is taken at once, in this transaction; any other goes to the
+     saga topic.
   4. Produce one changelog record per key the batch changed.
-  5. Send the consumed offsets to the transaction (with the consumer group metadata).
+  5. Send the offsets of every partition the batch read or changed to the transaction (with
+     the consumer group metadata).
   6. Commit the transaction. On failure: abort, rewind to the batch start, redo. Never go on.
   7. Only then write the new states and changelog checkpoints to rocksdict.
 
 A crash between 6 and 7 leaves rocksdict behind the changelog; ``restore`` on the next
 assignment reads the changelog from the checkpoint and catches up.
+
+Why step 5 covers partitions changed by local saga steps even when nothing was read from them:
+the next owner of a partition reads its committed offsets with "stable" semantics before it
+restores the partition's changelog, and that read waits for any pending transaction that holds
+offsets of the partition. Without an offset, a zombie's open transaction could still commit a
+change to a partition whose state the new owner has already restored.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ class Counters:
     aborts: int = 0
     dead_letters: int = 0
     forwarded: int = 0
+    local_steps: int = 0
     restored: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -74,6 +84,9 @@ class LedgerProcessor:
         self._running = True
         self._partitions = 0
         self._failures = 0
+        # (topic, partition) -> the next offset to process, for every assigned partition:
+        # step 5 sends it for partitions a batch changed without reading from them.
+        self._next_offsets: dict[tuple[str, int], int] = {}
         # At-least-once exists only so the benchmark can show what transactions cost.
         self.exactly_once = settings.processing_guarantee != "at_least_once"
         # Topic short name -> full name, for the hot loop.
@@ -105,7 +118,7 @@ class LedgerProcessor:
             "client.id": f"ledger-{instance}",
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 2,
+            "linger.ms": self.limits.transaction_linger_ms,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": self.limits.producer_queue_records_max,
             "compression.type": "lz4",
@@ -179,7 +192,14 @@ class LedgerProcessor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Committed offsets are fetched "stable" under read_committed, so a zombie's pending
         # transaction is resolved before we read the changelog it may have written to.
-        consumer.committed(partitions, timeout=self.limits.transaction_timeout_ms / 1000 + 30)
+        committed = consumer.committed(
+            partitions, timeout=self.limits.transaction_timeout_ms / 1000 + 30
+        )
+        for tp in committed:
+            offset = tp.offset
+            if offset < 0:  # nothing committed yet: "earliest", as the consumer itself starts
+                offset = consumer.get_watermark_offsets(tp, timeout=30)[0]
+            self._next_offsets[(tp.topic, tp.partition)] = offset
         for p in sorted({tp.partition for tp in partitions}):
             if p not in self.stores:
                 self.stores[p] = PartitionStore(
@@ -195,6 +215,8 @@ class LedgerProcessor:
         log.info("assigned partitions %s", sorted({tp.partition for tp in partitions}))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._next_offsets.pop((tp.topic, tp.partition), None)
         for p in {tp.partition for tp in partitions}:
             store = self.stores.pop(p, None)
             if store is not None:
@@ -242,7 +264,6 @@ class LedgerProcessor:
             self.producer.begin_transaction()
         overlay: dict[int, dict[str, m.State]] = {}
         offsets: dict[tuple[str, int], int] = {}
-        produce = self._produce
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -250,8 +271,8 @@ class LedgerProcessor:
                     log.warning("consume error: %s", err)
                 continue
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-            # 3. Decode, load state, decide, evolve, produce events and saga steps.
-            self._handle(msg, overlay, produce)
+            # 3. Decode, load state, decide, evolve, produce events; local saga steps at once.
+            self._handle(msg, overlay)
         # 4. One changelog record per changed key.
         changelog_offsets: dict[int, int] = {}
         for p, states in overlay.items():
@@ -263,15 +284,26 @@ class LedgerProcessor:
                     p,
                     on_delivery=_changelog_delivered(changelog_offsets, p),
                 )
-        # 5. Send the consumed offsets, fenced by the group metadata (KIP-447).
-        self.producer.send_offsets_to_transaction(
-            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            self.consumer.consumer_group_metadata(),
-            30,
-        )
-        # 6. Commit. Failure raises into _process_with_retry: abort, rewind, redo.
-        self.producer.commit_transaction(60)
+        # 5. The offsets of every partition read or changed (see the module docstring).
+        saga = self._topic["saga"]
+        for p in overlay:
+            if (saga, p) not in offsets:
+                offsets[(saga, p)] = self._next_offsets[(saga, p)]
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self.exactly_once:
+            # Fenced by the group metadata (KIP-447).
+            self.producer.send_offsets_to_transaction(
+                tps, self.consumer.consumer_group_metadata(), 30
+            )
+            # 6. Commit. Failure raises into _process_or_redo: abort, rewind, redo.
+            self.producer.commit_transaction(60)
+        else:
+            # At-least-once (benchmark only): the outputs first, then the offsets.
+            if self.producer.flush(60):
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
+            self.consumer.commit(offsets=tps, asynchronous=False)
         self.producer.poll(0)  # serve the changelog delivery reports (their offsets)
+        self._next_offsets.update(offsets)
         # 7. Only now make the new state durable locally.
         for p, states in overlay.items():
             store = self.stores.get(p)
@@ -280,12 +312,7 @@ class LedgerProcessor:
         self.counters.batches += 1
         self.counters.records += len(msgs)
 
-    def _handle(
-        self,
-        msg: Message,
-        overlay: dict[int, dict[str, m.State]],
-        produce: Callable[[str, str, str, dict[str, Any], int], None],
-    ) -> None:
+    def _handle(self, msg: Message, overlay: dict[int, dict[str, m.State]]) -> None:
         p = msg.partition()
         ts = max(msg.timestamp()[1], 0) * 1000  # ms -> µs; the command's time in the log
         try:
@@ -299,33 +326,49 @@ class LedgerProcessor:
             self._dead_letter(msg, f"undecodable {msg.topic()} record: {exc}", str(code))
             return
         key = message.key
-        if partition_for(key, self._partitions) != p:
+        owner = partition_for(key, self._partitions)
+        if owner != p:
             # Produced with another partitioner: send it to the partition that owns the key.
-            self._send(
-                msg.topic(),
-                msg.value(),
-                key,
-                partition_for(key, self._partitions),
-                timestamp=msg.timestamp()[1],
-            )
+            self._send(msg.topic(), msg.value(), key, owner, timestamp=msg.timestamp()[1])
             self.counters.forwarded += 1
             return
-        states = overlay.setdefault(p, {})
-        state = states.get(key)
-        if state is None:
-            store = self.stores.get(p)
-            state = store.get(key) if store is not None else None
-        events = decide(state, message)
-        if not events:
-            return
-        new_state = evolve_all(state, events)
-        if new_state is not None and new_state is not state:
-            states[key] = new_state
-        ts_ms = ts // 1000
-        for event in events:
-            for out in to_records(event):
-                produce(out.topic, out.schema, out.key, out.record, ts_ms)
-        self.counters.events += len(events)
+        self._apply(message, p, overlay, ts // 1000)
+
+    def _apply(
+        self, first: m.Message, p: int, overlay: dict[int, dict[str, m.State]], ts_ms: int
+    ) -> None:
+        """Decide ``first`` and, in the same transaction, every saga step it leads to whose
+        key lives in a partition this worker owns; other steps go to the saga topic."""
+        work: list[tuple[m.Message, int]] = [(first, p)]
+        stores = self.stores
+        produce = self._produce
+        n = self._partitions
+        while work:
+            message, p = work.pop()
+            key = message.key
+            states = overlay.get(p)
+            if states is None:
+                states = overlay[p] = {}
+            state = states.get(key)
+            if state is None:
+                store = stores.get(p)
+                state = store.get(key) if store is not None else None
+            events = decide(state, message)
+            if not events:
+                continue
+            new_state = evolve_all(state, events)
+            if new_state is not None and new_state is not state:
+                states[key] = new_state
+            for event in events:
+                for out in to_records(event):
+                    if out.topic == "saga":
+                        q = partition_for(out.key, n)
+                        if q in stores:
+                            work.append((to_saga_step(out.record), q))
+                            self.counters.local_steps += 1
+                            continue
+                    produce(out.topic, out.schema, out.key, out.record, ts_ms)
+            self.counters.events += len(events)
 
     def _produce(
         self, topic: str, schema: str, key: str, record: dict[str, Any], ts_ms: int

@@ -80,18 +80,15 @@ def test_open_then_use_in_one_file_and_single_sends(stack: LedgerStack) -> None:
                 },
                 {"type": "deposit", "command_id": "d1", "account": "a1", "amount": "100.00"},
                 {"type": "deposit", "command_id": "d2", "account": "a2", "amount": "500"},
-                {
-                    "type": "transfer",
-                    "command_id": "t1",
-                    "from": "a1",
-                    "to": "a2",
-                    "amount": "1.00",
-                },
             ]
         )
         == 0
     )
     stack.wait()
+    # Commands for different accounts are not ordered (they may live in different partitions),
+    # so the transfer between the two goes after both are open.
+    transfer = {"type": "transfer", "command_id": "t1", "from": "a1", "to": "a2", "amount": "1.00"}
+    assert stack.send([transfer]) == 0
     sent = cli(stack.settings, "send", "withdraw", "--account", "a1", "--amount", "10.50")
     assert sent.returncode == 0, sent.stderr
     command_id = sent.stdout.strip()
@@ -99,7 +96,7 @@ def test_open_then_use_in_one_file_and_single_sends(stack: LedgerStack) -> None:
     out = json.loads(cli(stack.settings, "outcome", command_id, "--json").stdout)
     assert (out["status"], out["command_type"]) == ("accepted", "withdraw")
     t1 = json.loads(cli(stack.settings, "outcome", "t1", "--json").stdout)
-    assert t1["reason"] == "currency_mismatch"
+    assert t1["reason"] == "currency_mismatch", t1
     bal = json.loads(cli(stack.settings, "balance", "a1", "--json").stdout)
     assert (bal["balance"], bal["held"]) == ("89.50", "0.00")
 
