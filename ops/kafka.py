@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ _TAIL_LINES = 40
 _PORT_FREE_WAIT_S = 10.0
 # Flags for short-lived tool JVMs (StorageTool): start fast, small heap.
 _TOOL_JVM_FLAGS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+# Characters that JAAS quoting and StorageTool's --add-scram syntax cannot carry.
+_SCRAM_BAD = re.compile(r'["\\,=\[\]\s]')
 
 
 def kafka_libs_dir() -> Path:
@@ -148,6 +151,11 @@ class KafkaCluster:
     """``brokers`` KRaft combined-mode nodes under ``home``; node ``i`` is 1-based.
 
     Node ``i`` listens on ``port_base + 2*(i-1)`` (clients) and the next port (controller).
+
+    ``sasl_users`` (username -> password) turns the client listener into SASL_PLAINTEXT with
+    SCRAM-SHA-512: the credentials are written into the metadata when the storage is formatted
+    (``--add-scram``), and the brokers talk to each other as the first user. The controller
+    listener stays PLAINTEXT on loopback. Off by default; a cluster must be formatted with it.
     """
 
     def __init__(
@@ -157,6 +165,7 @@ class KafkaCluster:
         port_base: int = 9092,
         libs: Path | None = None,
         heap_mb: int = 768,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         if brokers < 1:
             raise ValueError("brokers must be >= 1")
@@ -167,6 +176,10 @@ class KafkaCluster:
         self.port_base = port_base
         self.libs = Path(libs).resolve() if libs is not None else kafka_libs_dir()
         self.heap_mb = heap_mb
+        self.sasl_users = dict(sasl_users or {})
+        for name, password in self.sasl_users.items():
+            if not name or not password or _SCRAM_BAD.search(name + password):
+                raise ValueError(f"SCRAM user {name!r}: empty, or a character from {_SCRAM_BAD}")
         self.supervisor = Supervisor(self.home)
 
     def __repr__(self) -> str:
@@ -184,6 +197,23 @@ class KafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{self.broker_port(i)}" for i in self.node_ids)
+
+    @property
+    def listener(self) -> str:
+        return "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+
+    def client_config(self, user: str | None = None) -> dict[str, Any]:
+        """librdkafka properties to reach the cluster (as ``user``, default the first one)."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.sasl_users:
+            name = user or next(iter(self.sasl_users))
+            conf |= {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": SCRAM_MECHANISM,
+                "sasl.username": name,
+                "sasl.password": self.sasl_users[name],
+            }
+        return conf
 
     def broker_port(self, i: int) -> int:
         self._check_node(i)
@@ -292,7 +322,7 @@ class KafkaCluster:
             if admin is None and all(_port_accepts(self.broker_port(i)) for i in want):
                 # librdkafka's own log goes through logging, not straight to stderr.
                 conf: dict[str, Any] = {
-                    "bootstrap.servers": self.bootstrap,
+                    **self.client_config(),
                     "logger": logging.getLogger(f"{__name__}.rdkafka"),
                 }
                 admin = AdminClient(conf)
@@ -394,18 +424,20 @@ class KafkaCluster:
         n = self.brokers
         replication = min(3, n)
         voters = ",".join(f"{j}@127.0.0.1:{self.controller_port(j)}" for j in self.node_ids)
+        name = self.listener
         return {
             "process.roles": "broker,controller",
             "node.id": str(i),
             "controller.quorum.voters": voters,
             "controller.listener.names": "CONTROLLER",
             "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.broker_port(i)},"
+                f"{name}://127.0.0.1:{self.broker_port(i)},"
                 f"CONTROLLER://127.0.0.1:{self.controller_port(i)}"
             ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.broker_port(i)}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "advertised.listeners": f"{name}://127.0.0.1:{self.broker_port(i)}",
+            "listener.security.protocol.map": f"{name}:{name},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": name,
+            **self._sasl_properties(),
             "log.dirs": str(self.data_dir(i)),
             "num.network.threads": "2",
             "num.io.threads": "4",
@@ -424,6 +456,26 @@ class KafkaCluster:
             # log.flush.* stay at their defaults: durability comes from replication (acks=all,
             # min.insync.replicas), not from fsync on every write.
         }
+
+    def _sasl_properties(self) -> dict[str, str]:
+        if not self.sasl_users:
+            return {}
+        user, password = next(iter(self.sasl_users.items()))
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{user}" password="{password}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+        }
+
+    def _scram_args(self) -> list[str]:
+        args: list[str] = []
+        for user, password in self.sasl_users.items():
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
+        return args
 
     def _format(self, ids: list[int], cluster_id: str, java: str, libs: Path) -> None:
         """Format the storage of nodes that have none yet (in parallel: each is a JVM start)."""
@@ -444,6 +496,7 @@ class KafkaCluster:
                 "-c",
                 str(self.node_dir(i) / "server.properties"),
                 "--ignore-formatted",
+                *self._scram_args(),
             ]
             log.info("formatting storage of %s", self.node_name(i))
             proc = subprocess.Popen(

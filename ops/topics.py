@@ -103,7 +103,7 @@ def ensure_topics(
     """Create missing topics (idempotent). Returns the names created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(_client_config(bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     replication = replication_for(brokers)
     wanted = [t for t in TOPICS if only is None or t.key in set(only)]
@@ -129,6 +129,13 @@ def ensure_topics(
                 raise
     _wait_for_leaders(admin, [t.topic for t in new], timeout_s)
     return created
+
+
+def _client_config(bootstrap: str) -> dict[str, str]:
+    # Only a bootstrap string comes in here: the security settings come from PAYSTREAM_KAFKA_*.
+    from paystream.config import KafkaSecurity
+
+    return {"bootstrap.servers": bootstrap, **KafkaSecurity.from_env().librdkafka()}
 
 
 def _wait_for_leaders(admin: object, names: list[str], timeout_s: float) -> None:
@@ -164,7 +171,7 @@ def topic_drift(
     """Compare declared topics with the broker's actual configuration."""
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(_client_config(bootstrap))
     md = admin.list_topics(timeout=30)
     replication = replication_for(brokers)
     drifts: list[Drift] = []

@@ -19,7 +19,7 @@ from typing import Any
 from ops.kafka import KafkaCluster, ensure_jars, kafka_version
 from ops.procs import Supervisor
 from ops.topics import ensure_topics
-from paystream.config import KAFKA_VERSION, Settings
+from paystream.config import KAFKA_VERSION, Settings, api_token
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def up(
         c.start(timeout_s=settings.limits.broker_start_timeout_s)
     bootstrap = bootstrap_servers(settings)
     ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, stack.brokers)
+    api_token(settings)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
     sup = Supervisor(settings.home)
     env = child_env(settings)
     specs = process_specs(settings, stack)

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from ops.topics import TopicNames
-from paystream.config import Settings
+from paystream.config import Settings, kafka_client_config
 from schemas.codec import Codec
 from streams.ledger import model as m
 from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
@@ -29,7 +29,7 @@ from streams.store import retrying, watermarks
 
 def _consumer(settings: Settings, **extra: Any) -> Consumer:
     conf = {
-        "bootstrap.servers": settings.bootstrap,
+        **kafka_client_config(settings),
         "group.id": f"paystream-cli-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
@@ -352,7 +352,7 @@ def _active(settings: Settings, group: str) -> bool:
     """Does ``group`` have members right now? (a stopped consumer is not waited for)"""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap, "log_level": 4})
+    admin = AdminClient({**kafka_client_config(settings), "log_level": 4})
     try:
         desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
     except Exception:  # unknown group: nothing to wait for

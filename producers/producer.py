@@ -21,7 +21,7 @@ from typing import Any, Final, Self
 from confluent_kafka import KafkaError, Message, Producer
 
 from ops.topics import TopicNames
-from paystream.config import Settings
+from paystream.config import Settings, kafka_client_config
 from producers.commands import Command
 from producers.errors import ProducerQueueFull
 from schemas import now_micros
@@ -68,7 +68,7 @@ class CommandProducer:
         """``config`` overrides librdkafka properties (tests shorten timeouts with it)."""
         limits = settings.limits
         conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap_servers(settings),
+            **kafka_client_config(settings, bootstrap_servers(settings)),
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ import sys
 import time
 import weakref
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,7 +48,8 @@ from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 
 from ops.topics import TopicNames, replication_for
-from paystream.config import Settings
+from paystream.config import KafkaSecurity, Limits, Settings, api_token, kafka_client_config
+from producers.commands import COMMAND_TYPES
 from schemas.codec import Codec
 from streams.readside import projections as pj
 
@@ -236,6 +239,11 @@ class ReadSide:
         self.events: dict[str, int] = {"ledger": 0, "accounts": 0, "transfers": 0, "outcomes": 0}
         self.skipped = 0
         self._lock = asyncio.Lock()
+        # POST /commands: its bearer token, and one producer on one thread (confluent-kafka
+        # blocks, and CommandProducer is not thread-safe).
+        self.api_token = api_token(settings)
+        self._command_producer: Any = None
+        self._produce_thread = ThreadPoolExecutor(1, thread_name_prefix="readside-commands")
         self.app = self._new_app()
         self._declare()
         _ensure_changelogs(settings, [t.changelog_topic_name for t in self.tables], self.partitions)
@@ -291,6 +299,7 @@ class ReadSide:
             canonical_url=f"http://127.0.0.1:{self.web_port}",
             web_tables_enabled=False,
             web_graph_enabled=False,
+            **_faust_credentials(s.kafka_security),
         )
 
     def _topic(self, name: str) -> faust.TopicT:
@@ -543,6 +552,15 @@ class ReadSide:
                 v = rs.outcomes.get(id)
                 return self.json(v) if v is not None else not_found(self, "command", id)
 
+        @app.page("/commands")
+        class SendCommand(View):
+            async def post(self, request: Request) -> Response:
+                status, body = await rs.post_command(cast(Any, request))
+                headers = (
+                    {"WWW-Authenticate": 'Bearer realm="paystream"'} if status == 401 else None
+                )
+                return self.json(body, status=status, headers=headers)
+
         @app.page("/openapi.json")
         class OpenApi(View):
             async def get(self, request: Request) -> Response:
@@ -552,6 +570,57 @@ class ReadSide:
         class Health(View):
             async def get(self, request: Request) -> Response:
                 return self.json(rs.health())
+
+    # -- POST /commands: the one state-changing endpoint ----------------------------------
+
+    async def post_command(self, request: Any) -> tuple[int, dict[str, Any]]:
+        """One JSON command (the ``paystream send`` line format) onto the commands topic.
+
+        The token is checked before the body is read; the body is read up to the limit only.
+        """
+        if not bearer_token_ok(request.headers.get("Authorization"), self.api_token):
+            return 401, {"error": "unauthorized", "message": "Authorization: Bearer <token>"}
+        limit = self.settings.limits.http_body_bytes_max
+        body = await _read_body(request, limit)
+        if body is None:
+            return 413, {"error": "too_large", "message": f"at most {limit} bytes"}
+        from producers.commands import parse_line
+        from producers.errors import InvalidCommand
+
+        try:
+            cmd = parse_line(body, self.settings.limits)
+        except InvalidCommand as exc:
+            return 400, {"error": exc.code, "message": exc.message, "field": exc.field}
+        loop = asyncio.get_running_loop()
+        err, partition, offset = await loop.run_in_executor(
+            self._produce_thread, self._produce_command, cmd
+        )
+        if err is not None:
+            # The command may still arrive: a retry with the same command_id is harmless.
+            return 503, {"error": "not_delivered", "message": err, "command_id": cmd.command_id}
+        return 202, {
+            "command_id": cmd.command_id,
+            "type": cmd.type,
+            "partition": partition,
+            "offset": offset,
+            "outcome": f"/commands/{cmd.command_id}",
+        }
+
+    def _produce_command(self, cmd: Any) -> tuple[str | None, int, int]:
+        from producers.producer import CommandProducer
+
+        if self._command_producer is None:
+            self._command_producer = CommandProducer(
+                self.settings, client_id="paystream-readside-api"
+            )
+        answer: list[tuple[str | None, int, int]] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            answer.append((None if err is None else str(err), msg.partition(), msg.offset()))
+
+        self._command_producer.send(cmd, on_delivery=delivered)
+        self._command_producer.flush(self.settings.limits.http_produce_timeout_s)
+        return answer[0] if answer else ("no answer from the broker in time", -1, -1)
 
     def health(self) -> dict[str, Any]:
         """Progress per assigned source partition; ``lag`` counts transaction markers too."""
@@ -597,11 +666,58 @@ class ReadSide:
         }
 
 
+def bearer_token_ok(header: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time."""
+    if not header or not token:
+        return False
+    scheme, _, given = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape")
+    )
+
+
+async def _read_body(request: Any, limit: int) -> bytes | None:
+    """The request body, or None past ``limit`` bytes (never more than limit+1 read)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    while True:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > limit:
+            return None
+
+
+def _faust_credentials(security: KafkaSecurity) -> dict[str, Any]:
+    """The faust (aiokafka) form of PAYSTREAM_KAFKA_*: ``broker_credentials``, or nothing."""
+    if security.protocol.upper() == "PLAINTEXT":
+        return {}
+    import ssl
+
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    context = ssl.create_default_context(cafile=security.ssl_ca_location) if security.tls else None
+    if security.sasl:
+        return {
+            "broker_credentials": SASLCredentials(
+                username=security.sasl_username,
+                password=security.sasl_password,
+                mechanism=security.sasl_mechanism or "SCRAM-SHA-512",
+                ssl_context=context,
+            )
+        }
+    return {"broker_credentials": SSLCredentials(context)}
+
+
 def _partition_count(settings: Settings, names: TopicNames) -> int:
     """The source topics' actual partition count (they must agree: co-partitioning)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap or ""})
+    admin = AdminClient(kafka_client_config(settings))
     wanted = [names.ledger, names.accounts, names.transfers, names.outcomes]
     md = admin.list_topics(timeout=30)
     counts = {}
@@ -623,7 +739,7 @@ def _ensure_changelogs(settings: Settings, names: list[str], partitions: int) ->
     """
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap or ""})
+    admin = AdminClient(kafka_client_config(settings))
     existing = admin.list_topics(timeout=30).topics
     replication = replication_for(settings.brokers)
     for name in names:
@@ -749,6 +865,35 @@ def openapi_document() -> dict[str, Any]:
                 [id_param],
                 **{"404": not_found},
             ),
+            "/commands": {
+                "post": {
+                    "summary": "Send one command to the ledger (needs the API token)",
+                    "description": "The body is one command in the JSON format of "
+                    "`paystream send` (command_id required: a retry with the same id takes "
+                    "effect once). 202 means the commands topic has it; its outcome follows at "
+                    "/commands/{id}. The token is PAYSTREAM_API_TOKEN, else the contents of "
+                    "$PAYSTREAM_HOME/api-token (made by `paystream up`, mode 0600).",
+                    "security": [{"bearerAuth": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Command")}},
+                    },
+                    "responses": {
+                        "202": _json_response("on the commands topic", _ref("CommandSent")),
+                        "400": _json_response(
+                            "not a valid command (error: the producer's code)", _ref("Error")
+                        ),
+                        "401": _json_response("missing or wrong bearer token", _ref("Error")),
+                        "413": _json_response(
+                            f"body over {Limits().http_body_bytes_max} bytes", _ref("Error")
+                        ),
+                        "503": _json_response(
+                            "the broker did not acknowledge it (retry: same command_id)",
+                            _ref("Error"),
+                        ),
+                    },
+                }
+            },
             "/commands/{id}": get(
                 "A command's outcome",
                 _json_response("the outcome", _ref("Outcome")),
@@ -763,8 +908,44 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
         "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Error": {"type": "object", "properties": {"error": s}, "required": ["error"]},
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": s, "message": s, "field": n},
+                    "required": ["error"],
+                },
+                "Command": {
+                    "type": "object",
+                    "description": "One command of the JSON command format; every value a "
+                    "string (amounts too: decimal strings).",
+                    "properties": {
+                        "type": {"type": "string", "enum": list(COMMAND_TYPES)},
+                        **{
+                            f: s
+                            for f in dict.fromkeys(
+                                f for spec in COMMAND_TYPES.values() for f in spec.fields
+                            )
+                        },
+                    },
+                    "required": ["type", "command_id"],
+                    "example": {
+                        "type": "deposit",
+                        "command_id": "c2",
+                        "account": "acct-1",
+                        "amount": "100.00",
+                    },
+                },
+                "CommandSent": {
+                    "type": "object",
+                    "properties": {
+                        "command_id": s,
+                        "type": s,
+                        "partition": i,
+                        "offset": i,
+                        "outcome": {**s, "description": "where its outcome will be"},
+                    },
+                },
                 "AccountSummary": {
                     "type": "object",
                     "properties": summary_props,
@@ -853,7 +1034,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "Health": {"type": "object"},
-            }
+            },
         },
     }
 
