@@ -87,6 +87,7 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
         elapsed = now() - start
         cpu = w.cpu_s() - cpu_before
         rss = w.rss_mb()
+        peak = w.peak_rss_mb()
     finally:
         w.stop()
     return {
@@ -101,6 +102,7 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "target_per_s": 10_000 if guarantee == "exactly_once" else None,
         "worker_rss_mb": rss,
+        "worker_peak_rss_mb": peak,
     }
 
 
@@ -249,7 +251,9 @@ def main() -> None:
     ap.add_argument("--transfers", type=int, default=50_000)
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument(
+        "--rate", default="500,1000,2000", help="offered transfers/s for latency, comma-separated"
+    )
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--only", choices=["eos", "alo", "latency", "rss"])
     ap.add_argument("--rss-accounts", type=int, default=1_000_000)
@@ -260,7 +264,8 @@ def main() -> None:
         if a.only in (None, "alo"):
             emit(throughput(cluster, "at_least_once", a.workers, a.transfers, a.accounts))
         if a.only in (None, "latency"):
-            emit(latency(cluster, a.rate, a.seconds, a.workers, a.accounts))
+            for rate in (int(r) for r in a.rate.split(",")):
+                emit(latency(cluster, rate, a.seconds, a.workers, a.accounts))
         if a.only in (None, "rss"):
             emit(rss_with_accounts(cluster, a.rss_accounts))
 

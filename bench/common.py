@@ -91,6 +91,10 @@ class Workers:
                 out[p["name"]] = round(psutil.Process(p["pid"]).memory_info().rss / 2**20, 1)
         return out
 
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Each live worker's peak resident memory so far (Linux VmHWM)."""
+        return {p["name"]: peak_rss_mb(p["pid"]) for p in self.sup.list() if p["alive"]}
+
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the live workers have used: a figure that other load
         on the machine disturbs less than wall-clock rates."""
@@ -120,8 +124,20 @@ def namespace(
     )
 
 
+def peak_rss_mb(pid: int | None = None) -> float:
+    """Peak resident memory of a process (default: this one), from /proc (VmHWM)."""
+    path = Path(f"/proc/{pid or os.getpid()}/status")
+    for line in path.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def emit(result: dict[str, Any]) -> None:
-    """One JSON object per line on stdout; bench/run.py collects them."""
+    """One JSON object per line on stdout; bench/run.py collects them. Each carries the peak
+    memory of the benchmark's own process (which hosts the code under test for the in-process
+    benchmarks: replay, sink, detector)."""
+    result.setdefault("bench_process_peak_rss_mb", peak_rss_mb())
     print(json.dumps(result), flush=True)
 
 

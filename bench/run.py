@@ -114,10 +114,40 @@ def main() -> int:
     if eos and raw and "transfers_per_s" in eos:
         # One command in per transfer, one record out per message: transfers/s over messages/s.
         report["paystream_vs_raw_copy"] = round(eos["transfers_per_s"] / raw["messages_per_s"], 3)
+    alo = by.get("ledger_throughput_at_least_once")
+    if eos and alo and "transfers_per_s" in eos and "transfers_per_s" in alo:
+        report["exactly_once_vs_at_least_once"] = round(
+            eos["transfers_per_s"] / alo["transfers_per_s"], 3
+        )
+    report["peak_rss_mb"] = peak_memory(results)
     (HERE / "report.json").write_text(json.dumps(report, indent=2))
     (HERE / "report.md").write_text(markdown(report))
     console.print(f"wrote {HERE / 'report.json'} and {HERE / 'report.md'}")
     return 1 if any("error" in r for r in results) else 0
+
+
+def peak_memory(results: list[dict]) -> dict[str, float]:
+    """Peak resident memory per process kind, over every benchmark that reported it."""
+    peaks: dict[str, float] = {}
+
+    def note(kind: str, mb: object) -> None:
+        if isinstance(mb, int | float):
+            peaks[kind] = max(peaks.get(kind, 0.0), float(mb))
+
+    for r in results:
+        for name, mb in (r.get("worker_peak_rss_mb") or {}).items():
+            note(f"ledger worker ({name.split('-')[0]})", mb)
+        note("ledger worker, 1M accounts", r.get("rss_mb_after_20k_transfers"))
+        note("read side", r.get("readside_rss_mb"))
+        kind = {
+            "replay": "replay (paystream replay)",
+            "sink": "warehouse sink + chDB",
+            "detector": "detector",
+        }
+        for key, label in kind.items():
+            if r.get("name", "").startswith(key):
+                note(label, r.get("bench_process_peak_rss_mb"))
+    return peaks
 
 
 def markdown(report: dict) -> str:
@@ -136,6 +166,14 @@ def markdown(report: dict) -> str:
             f"| paystream / raw copy (transfers/s over copied messages/s) "
             f"| {report['paystream_vs_raw_copy']} | 0.5 |"
         )
+    if "exactly_once_vs_at_least_once" in report:
+        lines.append(
+            f"| exactly-once / at-least-once (transfers/s) "
+            f"| {report['exactly_once_vs_at_least_once']} | |"
+        )
+    if report.get("peak_rss_mb"):
+        lines += ["", "| process | peak RSS (MB) |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(report["peak_rss_mb"].items())]
     return "\n".join(lines) + "\n"
 
 
