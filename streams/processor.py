@@ -49,7 +49,14 @@ from streams.errors import FatalProcessorError
 from streams.ledger import decide, evolve_all
 from streams.ledger import model as m
 from streams.partitioner import partition_for
-from streams.records import BadRecord, encode_state, to_command, to_records, to_saga_step
+from streams.records import (
+    BadRecord,
+    encode_state,
+    to_command,
+    to_records,
+    to_saga_step,
+    transfer_step,
+)
 from streams.store import PartitionStore, restore
 
 log = logging.getLogger(__name__)
@@ -360,7 +367,15 @@ class LedgerProcessor:
             if new_state is not None and new_state is not state:
                 states[key] = new_state
             for event in events:
-                for out in to_records(event):
+                step = transfer_step(event)
+                if step is not None and (q := partition_for(step.key, n)) in stores:
+                    # The hot path: a transfer's next step, on this worker, without its record.
+                    work.append((step, q))
+                    self.counters.local_steps += 1
+                    outs = to_records(event, transfer_steps=False)
+                else:
+                    outs = to_records(event)
+                for out in outs:
                     if out.topic == "saga":
                         q = partition_for(out.key, n)
                         if q in stores:

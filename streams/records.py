@@ -318,7 +318,24 @@ def _outcome(e: m.CommandAccepted | m.CommandRejected) -> Out:
     )
 
 
-def to_records(event: m.Event) -> Iterator[Out]:
+def transfer_step(event: m.Event) -> m.CreditTransfer | m.SettleTransfer | m.VoidTransfer | None:
+    """The next step a transfer event asks for, in domain form: exactly what ``to_saga_step``
+    makes of the step's record (tests/unit/test_records.py checks it). The worker takes the
+    step at once, without the record, when it owns the step's partition."""
+    match event:
+        case m.TransferHeld():
+            return m.CreditTransfer(event.transfer)
+        case m.TransferPosted():
+            return m.SettleTransfer(event.transfer)
+        case m.TransferTurnedBack():
+            return m.VoidTransfer(event.transfer, event.reason)
+        case _:
+            return None
+
+
+def to_records(event: m.Event, transfer_steps: bool = True) -> Iterator[Out]:
+    """The records of one event. ``transfer_steps=False`` leaves out the saga record of the
+    transfer step (see ``transfer_step``), for a worker that takes that step itself."""
     match event:
         case m.Posted():
             yield from _postings(event)
@@ -327,14 +344,17 @@ def to_records(event: m.Event) -> Iterator[Out]:
         case m.TransferHeld():
             t = event.transfer
             yield _lifecycle(t, "pending")
-            yield _transfer_step("credit", t, t.to_account)
+            if transfer_steps:
+                yield _transfer_step("credit", t, t.to_account)
         case m.TransferPosted():
             t = event.transfer
             yield _lifecycle(t, "posted")
-            yield _transfer_step("settle", t, t.from_account)
+            if transfer_steps:
+                yield _transfer_step("settle", t, t.from_account)
         case m.TransferTurnedBack():
             t = event.transfer
-            yield _transfer_step("void", t, t.from_account, event.reason.value)
+            if transfer_steps:
+                yield _transfer_step("void", t, t.from_account, event.reason.value)
         case m.TransferVoided():
             yield _lifecycle(event.transfer, "voided", event.reason.value)
         case m.AccountOpeningStarted():
