@@ -50,6 +50,7 @@ from streams.ledger import decide, evolve_all
 from streams.ledger import model as m
 from streams.partitioner import partition_for
 from streams.records import (
+    TS_MAX,
     BadRecord,
     encode_state,
     to_command,
@@ -423,6 +424,8 @@ class LedgerProcessor:
         payload = (msg.value() or b"")[: self.limits.command_bytes_max]
         source = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
         log.warning("dead letter %s: %s", source, reason)
+        # Any producer may stamp a record with any time; µs must still fit an Avro long.
+        log_ms = min(max(msg.timestamp()[1], 0), TS_MAX // 1000)
         self._produce(
             "deadletter",
             "DeadLetter",
@@ -432,9 +435,9 @@ class LedgerProcessor:
                 "reason": reason[: self.limits.reason_chars_max],
                 "error_code": code,
                 "payload": payload,
-                "ts": msg.timestamp()[1] * 1000,
+                "ts": log_ms * 1000,
             },
-            msg.timestamp()[1],
+            log_ms,
         )
         self.counters.dead_letters += 1
 

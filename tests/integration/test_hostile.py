@@ -348,11 +348,6 @@ def test_a_fuzzed_batch_never_stops_the_worker(settings, topics, tmp_path: Path)
         stack.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/processor.py writes the record's log time into the dead letter's ts (ms * "
-    "1000), which overflows an Avro long: EncodeError stops the worker (issue #6 report)",
-)
 def test_a_log_time_past_year_292277_is_dead_lettered(settings, topics) -> None:  # type: ignore[no-untyped-def]
     codec = Codec.default()
     stack = LedgerStack(settings, workers=1)
