@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka run demo test unit integration chaos bench check lint format up down status clean
+.PHONY: help venv kafka run demo test unit integration chaos bench check lint format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,17 @@ chaos: kafka ## kill -9 workers at random during a 50k-transfer run, then verify
 
 bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json
 	$(BIN)/python bench/run.py
+
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP) ## atheris on the JSON and Avro decoders, FUZZ_SECONDS each (skipped without atheris)
+	@if $(BIN)/python -c 'import atheris' 2>/dev/null; then \
+		for h in tests/fuzz/atheris_*.py; do \
+			echo "== $$h ($(FUZZ_SECONDS) s)"; \
+			$(BIN)/python $$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+		done; \
+	else \
+		echo "fuzz: atheris is not installed, skipping ($(BIN)/pip install atheris)"; \
+	fi
 
 check: $(STAMP) ## ruff (lint + format check) and mypy strict on the core
 	$(BIN)/ruff check .
