@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from ops.topics import TopicNames
-from paystream.config import Settings
+from paystream.config import Settings, kafka_client_config
 from schemas.codec import HEADER_BYTES, MAGIC, Codec
 from schemas.errors import DecodeError
 
@@ -239,7 +239,7 @@ class WarehouseSink:
         bootstrap = settings.bootstrap or "127.0.0.1:9092"
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_client_config(settings, bootstrap),
                 "group.id": settings.topic_prefix + SINK_GROUP,
                 "client.id": "warehouse-sink",
                 "enable.auto.commit": False,
@@ -252,7 +252,7 @@ class WarehouseSink:
             }
         )
         self.dead_letters = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+            {**kafka_client_config(settings, bootstrap), "enable.idempotence": True, "acks": "all"}
         )
         # Records whose writer schema is the current one skip Python decoding entirely.
         self._raw: dict[str, tuple[bytes, str, dict[str, Any]]] = {}

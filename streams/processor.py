@@ -42,7 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from ops.topics import TopicNames
-from paystream.config import Settings
+from paystream.config import Settings, kafka_client_config
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from streams.errors import FatalProcessorError
@@ -102,7 +102,7 @@ class LedgerProcessor:
         bootstrap = settings.bootstrap or "127.0.0.1:9092"
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_client_config(settings, bootstrap),
                 "group.id": self.group,
                 "client.id": f"ledger-{instance}",
                 "enable.auto.commit": False,
@@ -122,7 +122,7 @@ class LedgerProcessor:
             }
         )
         producer_conf = {
-            "bootstrap.servers": bootstrap,
+            **kafka_client_config(settings, bootstrap),
             "client.id": f"ledger-{instance}",
             "enable.idempotence": True,
             "acks": "all",
@@ -137,7 +137,7 @@ class LedgerProcessor:
         self.producer = Producer(producer_conf)
         self.restorer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_client_config(settings, bootstrap),
                 "group.id": f"{self.group}-restore-{instance}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",

@@ -58,7 +58,7 @@ from confluent_kafka import (
 )
 
 from ops.topics import TopicNames
-from paystream.config import Settings, load_settings
+from paystream.config import Settings, kafka_client_config, load_settings
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from streams.detector.graph import (
@@ -192,7 +192,7 @@ def _apply(det: RelatedTransferDetector, action: _Action, ts: int, emit: bool) -
 
 def _consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.bootstrap,
+        **kafka_client_config(settings),
         "group.id": group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -379,7 +379,7 @@ class DetectorRunner:
         c = _consumer(s, self.group)
         p = Producer(
             {
-                "bootstrap.servers": s.bootstrap,
+                **kafka_client_config(s),
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
@@ -587,6 +587,10 @@ def main(argv: list[str] | None = None) -> int:
         "--window-s", type=float, default=DEFAULT_WINDOW_S, help="1 s .. 90 days (default 7 days)"
     )
     args = ap.parse_args(argv)
+    try:  # the limits, checked before anything connects: a clear error, not a traceback
+        RelatedTransferDetector(args.max_hops, round(args.window_s * 1_000_000))
+    except ValueError as exc:
+        ap.error(str(exc))
     logging.basicConfig(
         level=os.environ.get("PAYSTREAM_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -209,6 +209,7 @@ def _check_api(workers: list[ReadSideProc], want: dict[str, Any]) -> None:
         "/accounts/{id}",
         "/accounts/{id}/transfers",
         "/transfers/{id}",
+        "/commands",
         "/commands/{id}",
         "/openapi.json",
         "/health",
