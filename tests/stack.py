@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,13 @@ class LedgerStack:
     settings: Settings
     workers: int = 2
     warehouse_port: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PAYSTREAM_KAFKA_* security
 
     def __post_init__(self) -> None:
         self.sup = Supervisor(self.settings.home)
 
     def env(self) -> dict[str, str]:
-        env = env_for(self.settings)
+        env = {**env_for(self.settings), **self.extra_env}
         if self.warehouse_port:
             env["PAYSTREAM_WAREHOUSE_PORT"] = str(self.warehouse_port)
         return env

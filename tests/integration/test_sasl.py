@@ -172,3 +172,43 @@ def test_faust_credentials_reach_the_broker(sasl_cluster: KafkaCluster) -> None:
 def test_settings_without_security_are_plaintext(tmp_path: Path) -> None:
     s = Settings(home=tmp_path, bootstrap="127.0.0.1:9092")
     assert kafka_client_config(s) == {"bootstrap.servers": "127.0.0.1:9092"}
+
+
+def test_the_ledger_worker_runs_exactly_once_over_scram(
+    sasl_cluster: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Transactions, the consumer group and the changelog restore, all authenticated."""
+    from tests.stack import LedgerStack
+
+    env = env_for(sasl_cluster)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = load_settings({**env, "PAYSTREAM_HOME": str(tmp_path)}).with_(
+        topic_prefix=f"w{uuid4().hex[:8]}.", partitions=2
+    )
+    ensure_topics(settings.bootstrap or "", settings.topic_prefix, 2, 1)
+    stack = LedgerStack(settings, workers=1, extra_env=env)
+    stack.start()
+    try:
+        opens = [
+            {
+                "type": "open_account",
+                "command_id": f"o{a}",
+                "account": a,
+                "user": a,
+                "currency": "USD",
+            }
+            for a in ("a1", "a2")
+        ]
+        assert stack.send(opens) == 0
+        stack.wait(timeout_s=120)
+        moves = [
+            {"type": "deposit", "command_id": "d1", "account": "a1", "amount": "10.00"},
+            {"type": "transfer", "command_id": "t1", "from": "a1", "to": "a2", "amount": "2.50"},
+        ]
+        assert stack.send(moves) == 0
+        stack.wait(timeout_s=120)
+        balances = {a: b["balance"] for a, b in stack.balances().items()}
+        assert balances == {"a1": "7.50", "a2": "2.50"}
+    finally:
+        stack.stop()
