@@ -198,59 +198,83 @@ def _generic_encoder(fields: tuple[_Field, ...]) -> Encoder:
     return encode
 
 
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint of two or more bytes at ``pos``: (value, next pos). Raises ValueError
+    past 10 bytes, IndexError past the end."""
+    n = 0
+    shift = 0
+    while True:
+        if shift >= 7 * _VARINT_BYTES_MAX:
+            raise ValueError("varint too long")
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (n >> 1) ^ -(n & 1), pos
+        shift += 7
+
+
 def make_decoder(schema: Mapping[str, Any]) -> Decoder | None:
-    """A decoder for a flat record schema (None if not flat); reads ``data`` from ``pos``."""
+    """A decoder for a flat record schema (None if not flat); reads ``data`` from ``pos``.
+
+    Generated code, one straight run per field. A one-byte varint (anything under 64: most
+    lengths) is read inline; longer ones by ``_varint_at``.
+    """
     fields = _fields(schema)
     if fields is None:
         return None
-    names_kinds = tuple((f[0], f[1], f[2], f[3]) for f in fields)
-
-    def decode(data: bytes, pos: int) -> dict[str, Any] | None:
-        record: dict[str, Any] = {}
-        end = len(data)
-        try:
-            for name, kind, null_marker, value_marker in names_kinds:
-                if null_marker is not None:
-                    branch = data[pos : pos + 1]
-                    pos += 1
-                    if branch == null_marker:
-                        record[name] = None
-                        continue
-                    if branch != value_marker:
-                        return None
-                # Varint (zig-zag): one byte for anything under 64, the common case.
-                b = data[pos]
-                pos += 1
-                if b < 0x80:
-                    n = (b >> 1) ^ -(b & 1)
-                else:
-                    n = b & 0x7F
-                    shift = 7
-                    while True:
-                        if shift >= 7 * _VARINT_BYTES_MAX:
-                            return None
-                        b = data[pos]
-                        pos += 1
-                        n |= (b & 0x7F) << shift
-                        if b < 0x80:
-                            break
-                        shift += 7
-                    n = (n >> 1) ^ -(n & 1)
-                if kind == _LONG:
-                    if not _LONG_MIN <= n <= _LONG_MAX:
-                        return None
-                    record[name] = n
-                    continue
-                stop = pos + n
-                if n < 0 or stop > end:
-                    return None
-                if kind == _STRING:
-                    record[name] = data[pos:stop].decode()
-                else:
-                    record[name] = data[pos:stop]
-                pos = stop
-        except (IndexError, UnicodeDecodeError):
-            return None
-        return record if pos == end else None
-
+    lines = ["def decode(data, pos):", "    end = len(data)", "    try:"]
+    consts: dict[str, Any] = {
+        "_varint_at": _varint_at,
+        "_LONG_MIN": _LONG_MIN,
+        "_LONG_MAX": _LONG_MAX,
+    }
+    for i, (_name, kind, null_marker, value_marker, _default) in enumerate(fields):
+        ind = "        "
+        if null_marker is not None:
+            lines += [
+                f"{ind}b = data[pos]",
+                f"{ind}pos += 1",
+                f"{ind}if b == {null_marker[0]}:",
+                f"{ind}    v{i} = None",
+                f"{ind}elif b != {value_marker[0]}:",
+                f"{ind}    return None",
+                f"{ind}else:",
+            ]
+            ind += "    "
+        lines += [
+            f"{ind}b = data[pos]",
+            f"{ind}if b < 0x80:",
+            f"{ind}    n = (b >> 1) ^ -(b & 1)",
+            f"{ind}    pos += 1",
+            f"{ind}else:",
+            f"{ind}    n, pos = _varint_at(data, pos)",
+        ]
+        if kind == _LONG:
+            lines += [
+                f"{ind}if not _LONG_MIN <= n <= _LONG_MAX:",
+                f"{ind}    return None",
+                f"{ind}v{i} = n",
+            ]
+        else:
+            get = "data[pos:stop].decode()" if kind == _STRING else "data[pos:stop]"
+            lines += [
+                f"{ind}stop = pos + n",
+                f"{ind}if n < 0 or stop > end:",
+                f"{ind}    return None",
+                f"{ind}v{i} = {get}",
+                f"{ind}pos = stop",
+            ]
+    if not fields:
+        lines.append("        pass")
+    record = ", ".join(f"{f[0]!r}: v{i}" for i, f in enumerate(fields))
+    lines += [
+        "    except (IndexError, ValueError, UnicodeDecodeError):",
+        "        return None",
+        "    if pos != end:",
+        "        return None",
+        f"    return {{{record}}}",
+    ]
+    exec(compile("\n".join(lines), "<schemas._flat generated decoder>", "exec"), consts)
+    decode: Decoder = consts["decode"]
     return decode
