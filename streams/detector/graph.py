@@ -54,7 +54,10 @@ Data structures and costs (V accounts, E edges in the window, d = degree):
   id first, with exact per-position feasibility labels; the first hop comes out of the join
   itself. Cost per edge: O(min(d(x), d(w)) + sum of min(degree, other side) over the smaller
   side) for max_hops 4, O(sum of degrees of the materialised levels) beyond; never the whole
-  graph.
+  graph. The cycle search (one start, ``w``) up to 3 hops is that same search written out
+  (``_cycle``): the general one's level bookkeeping cost as much as the search on most edges.
+  What remains is memory-bound: the join reads the adjacency of every vertex on the smaller
+  side (hubs' neighbourhoods), a cache miss or two each at 1M edges.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ from collections import deque
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import Any, Final
 
 import igraph  # type: ignore[import-untyped]
@@ -89,6 +94,18 @@ COMPACT_MIN_EDGES: Final = 65_536
 
 _NEG: Final = -(1 << 62)
 _POS: Final = 1 << 62
+
+
+def _touching(
+    vs: AbstractSet[int], adj: list[dict[int, int]], other: AbstractSet[int]
+) -> Iterator[int]:
+    """The vertices ``v`` of ``vs`` (in iteration order) with some ``adj[v]`` neighbour in
+    ``other``, lazily. The loop runs in C (map/compress; each test is a set operation over
+    the smaller side, no set built): most vertices of a hub's level have none. The tests
+    themselves (reading each ``adj[v]``, memory-bound at 1M edges) dominate; the C loop saves
+    the interpreter's share, about 10% of a join."""
+    tests = map(other.isdisjoint, map(dict.keys, map(adj.__getitem__, vs)))
+    return compress(vs, map(not_, tests))
 
 
 def alert_id(kind: str, transfer_id: str) -> str:
@@ -416,10 +433,8 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
     w = ctx.w
     fk, bk = fwd.keys(), back.keys()
     if len(fk) <= len(bk):
-        for a in fk:
+        for a in _touching(fk, out, bk):
             adj = out[a]
-            if adj.keys().isdisjoint(bk):
-                continue
             la = fwd.label(a)
             if la is None:
                 continue
@@ -430,12 +445,10 @@ def _join(fwd: _Level, back: _Level, ctx: _Ctx) -> bool:
                 if lb is not None and _first_after(adj[b], e_ts, e_prev, base, la, lb) is not None:
                     return True
     else:
-        for b in bk:
+        for b in _touching(bk, inn, fk):
             if b == w:
                 continue
             adj = inn[b]
-            if adj.keys().isdisjoint(fk):
-                continue
             lb = back.label(b)
             if lb is None:
                 continue
@@ -506,7 +519,7 @@ def _first_hop(
 
     fk = level1.keys()
     if len(fk) <= len(nk):
-        for a in fk:
+        for a in _touching(fk, out, nk):
             if a == w:
                 continue
             cands: list[int] | None = None
@@ -515,9 +528,7 @@ def _first_hop(
                 if not cands:
                     continue
             adj = out[a]
-            common = adj.keys() & nk  # one pass in C (isdisjoint first would be two on a hit)
-            if not common:
-                continue
+            common = adj.keys() & nk  # not empty
             if cands is None:
                 cands = firsts(a)
                 if not cands:
@@ -534,13 +545,11 @@ def _first_hop(
                 if e_ts[e] < dep and (best < 0 or tids[e] < best_tid):
                     best, best_tid = e, tids[e]
     else:
-        for b in nk:
+        for b in _touching(nk, inn, fk):
             if b == w:
                 continue
             adj = inn[b]
-            common = adj.keys() & fk
-            if not common:
-                continue
+            common = adj.keys() & fk  # not empty
             lb = label(b)
             if lb is None:
                 continue
@@ -567,10 +576,8 @@ def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
     res: dict[int, int] = {}
     fk, nk = fwd.keys(), nxt.keys()
     if len(fk) <= len(nk):
-        for a in fk:
+        for a in _touching(fk, out, nk):
             adj = out[a]
-            if adj.keys().isdisjoint(nk):
-                continue
             la = fwd.label(a)
             if la is None:
                 continue
@@ -581,12 +588,10 @@ def _latest_departures(fwd: _Level, nxt: _Level, ctx: _Ctx) -> dict[int, int]:
                     if t is not None and t > res.get(a, _NEG):
                         res[a] = t
     else:
-        for b in nk:
+        for b in _touching(nk, inn, fk):
             if b == w:
                 continue
             adj = inn[b]
-            if adj.keys().isdisjoint(fk):
-                continue
             lb = nxt.label(b)
             if lb is None:
                 continue
@@ -871,16 +876,108 @@ class RelatedTransferDetector:
             alerts.append(self._alert(DIRECT, [], t, x, w))
         if not self._in[x]:
             return alerts  # every chain enters x before the closing edge
-        back = _Side(ctx, False, {x: ts})
+        back: _Side | None = None  # shared by both general searches of this edge
         if cw is not None:
             starts = [u for u in self._members[cw] if u != w and u != x]
-            chain = self._search(starts, ctx, back) if starts else None
+            if starts:
+                back = _Side(ctx, False, {x: ts})
+                chain = self._search(starts, ctx, back)
+                if chain is not None:
+                    alerts.append(self._alert(INDIRECT, chain, t, self._e_src[chain[0]], w))
+        if self._out[w]:
+            chain = self._cycle(ctx)
+            if chain is None and self.max_hops > 4:  # longer ones: the general search
+                chain = self._search([w], ctx, back or _Side(ctx, False, {x: ts}))
             if chain is not None:
-                alerts.append(self._alert(INDIRECT, chain, t, self._e_src[chain[0]], w))
-        chain = self._search([w], ctx, back) if self._out[w] else None
-        if chain is not None:
-            alerts.append(self._alert(CYCLE, chain, t, w, w))
+                alerts.append(self._alert(CYCLE, chain, t, w, w))
         return alerts
+
+    def _cycle(self, ctx: _Ctx) -> list[int] | None:
+        """``_search([w], ...)`` up to 3 edges before the closing one (max_hops 4), written
+        out for its one start: the same levels, joins and canonical choice, without the
+        general search's bookkeeping, which cost as much as the search itself on most edges.
+        None if there is no such chain (a longer one is the general search's business).
+        """
+        out, inn, e_ts, e_prev, base = ctx.out, ctx.inn, ctx.e_ts, ctx.e_prev, ctx.base
+        x, w, ts, lo = ctx.x, ctx.w, ctx.ts, ctx.lo
+        tids = self._e_tid
+        after, before = out[w], inn[x]  # level 1 forward from w, backward from x
+        # One edge: w -> x in [lo, ts), the smallest id.
+        s = after.get(x, -1)
+        best, best_tid = -1, ""
+        while s >= base:
+            e = s - base
+            t = e_ts[e]
+            if t < lo:
+                break
+            if t < ts and (best < 0 or tids[e] < best_tid):
+                best, best_tid = e, tids[e]
+            s = e_prev[e]
+        if best >= 0:
+            return [best]
+        if self.max_hops < 3:
+            return None
+        # Two edges: w -> a -> x; a's label is its latest departure to x (backward level 1).
+        for a in after.keys() & before.keys():  # neither w (no self-transfers) nor x
+            la = _last_before(before[a], e_ts, e_prev, base, ts, lo)
+            if la is None:
+                continue
+            s = after[a]
+            while s >= base:
+                e = s - base
+                t = e_ts[e]
+                if t < lo:
+                    break
+                if t < la and (best < 0 or tids[e] < best_tid):
+                    best, best_tid = e, tids[e]
+                s = e_prev[e]
+        if best >= 0:
+            return [best, self._next_hop(best, x, ts)]
+        if self.max_hops < 4:
+            return None
+        # Three edges: w -> a -> b -> x, b != w; the join of the two lazy levels 1.
+        lazy_back = _Before(before, ts, ctx)
+        best = _first_hop([w], _After(after, lo - 1, ctx), lazy_back, ctx, tids)
+        if best < 0:
+            return None
+        # The second hop: the smallest id a -> b after the first, before b's label.
+        a, a_ts = self._e_dst[best], e_ts[best]
+        adj = out[a]
+        second, second_tid = -1, ""
+        for b in adj.keys() & before.keys():
+            lb = lazy_back.label(b)
+            if b == w or lb is None:
+                continue
+            s = adj[b]
+            while s >= base:
+                e = s - base
+                t = e_ts[e]
+                if t <= a_ts:
+                    break
+                if t < lb and (second < 0 or tids[e] < second_tid):
+                    second, second_tid = e, tids[e]
+                s = e_prev[e]
+        if second < 0:
+            raise AssertionError("no feasible continuation on a walk known to exist")
+        return [best, second, self._next_hop(second, x, ts)]
+
+    def _next_hop(self, e: int, x: int, hi: int) -> int:
+        """The smallest-id edge ``dst(e) -> x`` after ``e`` and before ``hi`` (it exists)."""
+        e_ts, e_prev, base, tids = self._e_ts, self._e_prev, self._base, self._e_tid
+        after = e_ts[e]
+        s = self._out[self._e_dst[e]].get(x, -1)
+        best, best_tid = -1, ""
+        while s >= base:
+            f = s - base
+            t = e_ts[f]
+            if t <= after:
+                break
+            if t < hi and (best < 0 or tids[f] < best_tid):
+                best, best_tid = f, tids[f]
+            s = e_prev[f]
+        if best < 0:
+            raise AssertionError("no feasible continuation on a walk known to exist")
+        return best
 
     def _search(self, starts: list[int], ctx: _Ctx, back: _Side) -> list[int] | None:
         """Indexes (slot - base) of the canonical chain's edges before the closing one.

@@ -130,6 +130,19 @@ def test_incremental_equals_brute_force(case: tuple[list[Event], int, int]) -> N
     assert store.ecount() == det.edges
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_cycle_fast_path_and_the_general_search_beyond_it(
+    case: tuple[list[Event], int, int],
+) -> None:
+    """Cycles up to 3 hops before the closing transfer have their own search (``_cycle``):
+    at max_hops 4 it is all there is, at 5 the general search takes over when it finds none."""
+    events, _, window = case
+    for max_hops in (4, 5):
+        got = run(RelatedTransferDetector(max_hops, window * S, compact_min_edges=3), events)
+        assert got == bruteforce.detect(events, max_hops, window * S)
+
+
 @settings(max_examples=150, deadline=None)
 @given(histories())
 def test_alerts_do_not_depend_on_compaction(case: tuple[list[Event], int, int]) -> None:
@@ -422,7 +435,7 @@ def test_limits_themselves_are_accepted() -> None:
 
 def test_detector_is_pure() -> None:
     allowed = {"__future__", "hashlib", "logging", "sys", "bisect", "collections", "dataclasses"}
-    allowed |= {"typing", "itertools", "igraph", "streams"}
+    allowed |= {"typing", "itertools", "operator", "igraph", "streams"}
     for module in (graph_module, bruteforce):
         path = Path(module.__file__ or "")
         for node in ast.walk(ast.parse(path.read_text())):
