@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -574,8 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--web-port", type=int, default=6066)
     sp = sub.add_parser("detector")  # internal: the related-transfer detector
     sp.set_defaults(fn=cmd_detector)
-    sp.add_argument("--max-hops", type=int, default=4)
-    sp.add_argument("--window-s", type=float, default=7 * 86400)
+    # `paystream up` passes its environment on: PAYSTREAM_DETECTOR_MAX_HOPS / _WINDOW_S.
+    sp.add_argument(
+        "--max-hops", type=int, default=int(os.environ.get("PAYSTREAM_DETECTOR_MAX_HOPS", "4"))
+    )
+    sp.add_argument(
+        "--window-s",
+        type=float,
+        default=float(os.environ.get("PAYSTREAM_DETECTOR_WINDOW_S", str(7 * 86400))),
+    )
     sp = sub.add_parser("warehouse")  # internal: the warehouse process
     sp.set_defaults(fn=cmd_warehouse)
     sp = sub.add_parser("worker")  # internal: no help, so it stays out of the list

@@ -155,15 +155,6 @@ def _warehouse(settings: Settings, prefix: str, expected: dict[str, Any]) -> dic
 # --- the related-transfer detector's alerts ---
 
 
-def detector_running(settings: Settings) -> bool:
-    """Is the detector process of this stack (``paystream up``) alive?"""
-    from ops.procs import Supervisor
-    from paystream.bootstrap import DETECTOR_ROLE
-
-    sup = Supervisor(settings.home)
-    return any(p["role"] == DETECTOR_ROLE and sup.alive(p["name"]) for p in sup.list())
-
-
 def wait_for_detector(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> str:
     """Once the ledger is caught up (``queries.wait``): wait until the detector has processed
     every transfer and relation event and its alerts are on the alerts topic.
@@ -180,7 +171,7 @@ def wait_for_detector(settings: Settings, timeout_s: float, poll_s: float = 0.2)
     from ops.topics import TopicNames
     from streams.detector.app import DETECTOR_GROUP
 
-    if not detector_running(settings):
+    if not queries.detector_running(settings):
         return "not running"
     names = TopicNames(settings.topic_prefix)
     group = settings.topic_prefix + DETECTOR_GROUP

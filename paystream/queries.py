@@ -26,6 +26,9 @@ from streams.processor import LEDGER_GROUP
 from streams.records import decode_state, state_view
 from streams.store import retrying, watermarks
 
+# The detector's offsets (streams.detector.app.DETECTOR_GROUP; not imported: igraph is heavy).
+DETECTOR_GROUP = "paystream-detector"
+
 
 def _consumer(settings: Settings, **extra: Any) -> Consumer:
     conf = {
@@ -306,7 +309,7 @@ def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:
             time.sleep(poll_s)
     # Then every running downstream consumer (the warehouse sink, ...) over what it reads.
     for down_group, topics in downstream_groups(settings):
-        if not _active(settings, down_group):
+        if not _running(settings, down_group):
             continue
         while not caught_up(settings, down_group, topics):
             if time.monotonic() > deadline:
@@ -323,7 +326,7 @@ def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     return [
         (p + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts]),
         (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),
-        (p + "paystream-detector", [n.transfers, n.accounts]),
+        (p + DETECTOR_GROUP, [n.transfers, n.accounts]),
     ]
 
 
@@ -346,6 +349,27 @@ def readside(path: str) -> Any:
         return None
     except (OSError, ValueError):
         return None
+
+
+def detector_running(settings: Settings) -> bool:
+    """Is the detector process of this stack (``paystream up``) alive?"""
+    from ops.procs import Supervisor
+    from paystream.bootstrap import DETECTOR_ROLE
+
+    sup = Supervisor(settings.home)
+    return any(p["role"] == DETECTOR_ROLE and sup.alive(p["name"]) for p in sup.list())
+
+
+def _running(settings: Settings, group: str) -> bool:
+    """Is the consumer behind ``group`` running, so that waiting for it makes sense?
+
+    The detector assigns its partitions (no group members to see), so its process is asked;
+    its committed offsets still say how far it got: it commits a partition only up to the
+    oldest event in its reorder buffer, after the alerts before it were acknowledged.
+    """
+    if group == settings.topic_prefix + DETECTOR_GROUP:
+        return detector_running(settings)
+    return _active(settings, group)
 
 
 def _active(settings: Settings, group: str) -> bool:

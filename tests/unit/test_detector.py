@@ -446,3 +446,10 @@ def test_detector_is_pure() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_wait_knows_the_detectors_group() -> None:
+    from paystream import queries
+    from streams.detector import app
+
+    assert queries.DETECTOR_GROUP == app.DETECTOR_GROUP
