@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka run demo test unit integration chaos bench check lint format up down status clean fuzz
+.PHONY: help venv kafka run demo test unit integration soak chaos bench check lint format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -48,8 +48,13 @@ test: kafka ## unit + integration tests (real Kafka broker on free ports), no ch
 unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-chaos: kafka ## kill -9 workers at random during a 50k-transfer run, then verify
-	$(BIN)/pytest -m chaos -v $(PYTEST_ARGS)
+soak: kafka ## chaos soak: 100k transfers + every command type, 24 kill -9 and a broker restart, verified (SOAK_ARGS=--help)
+	$(BIN)/python -m paystream.soak $(SOAK_ARGS)
+
+chaos: kafka ## the soak, then the other chaos tests (kill -9 of workers in 50k transfers, 3-broker failover)
+	@$(BIN)/python -m paystream.soak $(SOAK_ARGS); soak=$$?; \
+	$(BIN)/pytest -m chaos -v --deselect tests/chaos/test_soak.py $(PYTEST_ARGS); tests=$$?; \
+	exit $$(( soak || tests ))
 
 bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json
 	$(BIN)/python bench/run.py
