@@ -250,7 +250,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--transfers", type=int, default=50_000)
     ap.add_argument("--accounts", type=int, default=10_000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--workers", default="1,2", help="worker processes, comma-separated: one run for each"
+    )
     ap.add_argument(
         "--rate", default="500,1000,2000", help="offered transfers/s for latency, comma-separated"
     )
@@ -259,13 +261,15 @@ def main() -> None:
     ap.add_argument("--rss-accounts", type=int, default=1_000_000)
     a = ap.parse_args()
     with private_broker() as cluster:
-        if a.only in (None, "eos"):
-            emit(throughput(cluster, "exactly_once", a.workers, a.transfers, a.accounts))
-        if a.only in (None, "alo"):
-            emit(throughput(cluster, "at_least_once", a.workers, a.transfers, a.accounts))
+        workers = [int(w) for w in a.workers.split(",")]
+        for n in workers:
+            if a.only in (None, "eos"):
+                emit(throughput(cluster, "exactly_once", n, a.transfers, a.accounts))
+            if a.only in (None, "alo"):
+                emit(throughput(cluster, "at_least_once", n, a.transfers, a.accounts))
         if a.only in (None, "latency"):
             for rate in (int(r) for r in a.rate.split(",")):
-                emit(latency(cluster, rate, a.seconds, a.workers, a.accounts))
+                emit(latency(cluster, rate, a.seconds, workers[0], a.accounts))
         if a.only in (None, "rss"):
             emit(rss_with_accounts(cluster, a.rss_accounts))
 
