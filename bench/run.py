@@ -199,7 +199,7 @@ def headline(report: dict) -> list[tuple[str, object, object]]:
     hist = first("account_history")
     rows.append(("account_history p99 ms", hist.get("p99_ms"), 50))
     det = first("detector_incremental")
-    rows.append(("detector edges/s (per CPU-s)", det.get("edges_per_s"), 20_000))
+    rows.append(("detector edges/s", det.get("edges_per_s"), 20_000))
     rows.append(("detector edges per CPU-s", det.get("edges_per_cpu_s"), None))
     rows.append(("detector p99 µs", (det.get("latency_us") or {}).get("p99"), None))
     rows.append(("detector bytes per edge", det.get("rss_bytes_per_edge"), None))
