@@ -58,6 +58,10 @@ RAW = "__raw__"  # a "command" that is a raw line for the producer to refuse
 DEFAULT_SEED = 20261122
 DEFAULT_TRANSFERS = 100_000
 KINDS = ("worker", "warehouse", "readside", "detector")
+# A command partition with pending commands the ledger has not moved for this long (the
+# broker's restart not counted) has a worker alive but not working. A kill -9 and restart
+# takes a few seconds; a group rebalance without the dead member ~10 s (session timeout).
+STALL_S = 40.0
 # Refusals decided at the destination: the money was held, then turned back (void).
 TURNED_BACK = {"credit_account_not_found", "credit_account_blocked", "currency_mismatch"}
 
@@ -541,6 +545,8 @@ class Stack:
         self.broker_up = threading.Event()
         self.broker_up.set()
         self.broker_down: list[tuple[float, float]] = []  # (from, to), monotonic
+        self._progress: dict[tuple[str, int], tuple[int, float]] = {}
+        self.stalls: dict[tuple[int, int], dict[str, Any]] = {}
 
     def restore_environment(self) -> None:
         for k, v in self._saved.items():
@@ -608,6 +614,45 @@ class Stack:
             self.broker_down.append((t0, time.monotonic()))
         return time.monotonic() - t0
 
+    def broker_down_between(self, a: float, b: float) -> float:
+        return sum(max(0.0, min(y, b) - max(x, a)) for x, y in self.broker_down)
+
+    def watch_stalls(self, group: str, topic: str, phase: str) -> None:
+        """Note command partitions whose pending commands the ledger has not touched for
+        STALL_S (the broker's restart not counted): a worker alive but not working."""
+        from confluent_kafka import TopicPartition
+
+        from paystream import queries
+
+        ends = _ends(self, [topic])
+        c = _consumer(self, **{"group.id": group})
+        try:
+            done = queries._committed(c, [TopicPartition(t, q) for (t, q) in ends])
+        finally:
+            c.close()
+        now = time.monotonic()
+        for tp, end in ends.items():
+            at = max(done.get(tp, 0), 0)
+            if at >= end:
+                self._progress.pop(tp, None)
+                continue
+            seen = self._progress.get(tp)
+            if seen is None or seen[0] != at:
+                self._progress[tp] = (at, now)
+                continue
+            idle = now - seen[1] - self.broker_down_between(seen[1], now)
+            if idle >= STALL_S:
+                self.stalls[(tp[1], at)] = {
+                    "phase": phase,
+                    "partition": tp[1],
+                    "offset": at,
+                    "pending": end - at,
+                    "idle_s": round(idle, 1),
+                    "since": time.strftime(
+                        "%H:%M:%S", time.localtime(time.time() - (now - seen[1]))
+                    ),
+                }
+
     def log_tail(self, name: str, lines: int = 6) -> list[str]:
         path: Path = self.supervisor().log_path(name)
         try:
@@ -671,6 +716,9 @@ class Chaos(threading.Thread):
         self._pending: dict[str, float] = {}  # name -> monotonic time to start it again
         self._names = list(stack.specs())
         self.t0 = time.monotonic()
+        # Downstream consumers' lag every 10 s: who keeps up, who is the tail.
+        self.lag_samples: list[dict[str, Any]] = []
+        self._next_sample = self.t0
 
     def stop(self) -> None:
         self._halt.set()
@@ -703,6 +751,9 @@ class Chaos(threading.Thread):
                 self.schedule_done.set()
             if self.stack.broker_up.is_set():
                 self._revive(now)
+                if now >= self._next_sample:
+                    self._next_sample = now + 10.0
+                    self.lag_samples.append({"at_s": round(now - self.t0, 1), **_lags(self.stack)})
             self._halt.wait(0.2)
 
     def _do(self, a: Action) -> float:
@@ -839,7 +890,7 @@ def _safe(fn: Callable[[], bool]) -> bool:
         return False
 
 
-def wait_ledger(stack: Stack, deadline: float) -> bool:
+def wait_ledger(stack: Stack, deadline: float, phase: str = "drain") -> bool:
     """The write side's half of ``queries.wait``: every command so far and its sagas done
     (downstream consumers are left alone: the next phase needs only the ledger)."""
     from ops.topics import TopicNames
@@ -862,9 +913,15 @@ def wait_ledger(stack: Stack, deadline: float) -> bool:
         stack.broker_up.wait()
         return _safe(lambda: caught_up(stack, group, topics, t))
 
+    next_look = time.monotonic() + 2.0
+    stack._progress.clear()  # progress is watched within one wait, from its start
     while not ready([names.commands], targets):
         if time.monotonic() > deadline:
             return False
+        if time.monotonic() >= next_look:
+            next_look = time.monotonic() + 2.0
+            with contextlib.suppress(Exception):
+                stack.watch_stalls(group, names.commands, phase)
         time.sleep(0.2)
     stable = 0  # sagas: caught up twice in a row means no step is still making another
     while stable < 2:
@@ -1521,7 +1578,7 @@ def run_soak(cfg: SoakConfig) -> Verdict:
             raw = sum(1 for c in cmds if RAW in c)
             if report.failed or report.invalid != raw:
                 raise RuntimeError(f"phase {name}: {report} (want {raw} invalid lines)")
-            if not wait_ledger(stack, time.monotonic() + cfg.drain_timeout_s):
+            if not wait_ledger(stack, time.monotonic() + cfg.drain_timeout_s, name):
                 raise TimeoutError(f"phase {name}: the ledger did not catch up")
             took = time.monotonic() - p0
             p1 = time.monotonic()
@@ -1587,7 +1644,8 @@ def run_soak(cfg: SoakConfig) -> Verdict:
             signal.signal(signal.SIGTERM, previous)
     checks = verifier.checks if verifier else []
     if chaos is not None:
-        checks = checks + _chaos_checks(cfg, chaos) + [_liveness_check(home / "log")]
+        checks = checks + _chaos_checks(cfg, chaos)
+        checks.append(_liveness_check(home / "log", list(stack.stalls.values())))
     ok = failure is None and bool(checks) and all(c.ok for c in checks)
     transfer_phases = [p for p in phases if p["transfers"] > 1000]
     tr_s = sum(p["seconds"] - p["broker_down_s"] for p in transfer_phases)
@@ -1635,6 +1693,7 @@ def run_soak(cfg: SoakConfig) -> Verdict:
             "broker_restarts": chaos.broker_restarts if chaos else [],
             "self_exits": chaos.self_exits if chaos else [],
             "errors": chaos.errors if chaos else [],
+            "lag_samples": chaos.lag_samples if chaos else [],
         },
         "checks": [c.as_json() for c in checks],
         "home": str(home),
@@ -1740,9 +1799,13 @@ def _drain(stack: Stack, deadline: float, say: Callable[[str], None]) -> dict[st
 _HUNG_MARKS = ("|MAXPOLL|", "|FATAL|")
 
 
-def _liveness_check(log_dir: Path) -> Check:
+def _liveness_check(log_dir: Path, stalls: list[dict[str, Any]]) -> Check:
     """Every process kept working or exited: none blocked for minutes while alive."""
-    found = []
+    found = [
+        f"ledger stalled {st['idle_s']}s from {st['since']} in phase {st['phase']!r}: "
+        f"commands partition {st['partition']} at offset {st['offset']}, {st['pending']} pending"
+        for st in stalls
+    ]
     for path in sorted(log_dir.glob("*.log")):
         if path.name.startswith("kafka-"):
             continue
@@ -1753,9 +1816,9 @@ def _liveness_check(log_dir: Path) -> Check:
     return Check(
         "liveness: no process blocked or fatally broken",
         not found,
-        f"{len(found)} blocked or fatal clients in the process logs"
-        + (" (see problems: the worker stops making progress)" if found else ""),
-        {"hung": len(found)},
+        f"{len(stalls)} ledger stalls of {STALL_S:.0f}s or more; "
+        f"{len(found) - len(stalls)} blocked or fatal clients in the process logs",
+        {"stalls": len(stalls), "hung_clients": len(found) - len(stalls)},
         found,
     )
 
@@ -1809,7 +1872,8 @@ def print_verdict(v: Verdict, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:  # a file or a pipe gets 120 columns, not rich's 80
+        console = Console() if sys.stdout.isatty() else Console(width=120)
     d = v.data
     t = Table(
         title=f"chaos soak, seed {d['seed']}: {'PASS' if v.ok else 'FAIL'}", title_justify="left"
