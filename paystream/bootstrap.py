@@ -12,14 +12,15 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ops.kafka import KafkaCluster, ensure_jars, kafka_version
 from ops.procs import Supervisor
 from ops.topics import ensure_topics
-from paystream.config import KAFKA_VERSION, Settings, api_token
+from paystream.config import KAFKA_VERSION, Limits, Settings, api_token
 
 log = logging.getLogger(__name__)
 
@@ -229,30 +230,75 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
+def restart_in_place(reason: str, limits: Limits | None = None) -> NoReturn:
+    """Replace this process with a fresh copy of itself, after a pause that grows with each
+    restart. The pid stays, so ``status``, ``down`` and the supervisor's records stay right,
+    and a kill -9 from outside still is one. Nothing else restarts a failed process; past
+    ``restarts_max`` restarts within ``restart_window_s`` the process exits instead (exit 3):
+    a fault that persists needs an operator, not a crash loop.
+    """
+    limits = limits or Limits()
+    now = time.time()
+    count = int(os.environ.get("PAYSTREAM_RESTARTS", "0"))
+    since = float(os.environ.get("PAYSTREAM_RESTARTS_SINCE", str(now)))
+    if now - since > limits.restart_window_s:
+        count, since = 0, now
+    count += 1
+    if count > limits.restarts_max:
+        log.critical("giving up after %d restarts in %.0fs: %s", count - 1, now - since, reason)
+        logging.shutdown()
+        os._exit(3)
+    pause_s = min(limits.restart_backoff_max_s, 0.5 * 2 ** (count - 1))
+    log.critical("restarting in place in %.1fs (restart %d): %s", pause_s, count, reason)
+    logging.shutdown()
+    time.sleep(pause_s)
+    os.environ["PAYSTREAM_RESTARTS"] = str(count)
+    os.environ["PAYSTREAM_RESTARTS_SINCE"] = str(since)
+    # Descriptors of the old image (sockets of a stuck client, locks) go with it.
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+EX_TEMPFAIL = 75  # sysexits.h: "try again later"; a main function may return it
+
+
+def _restart_on_failure(name: str, run: Callable[[], int | None]) -> int:
+    """Run a process's main function; on a failure (not a violated invariant, which must stop
+    the process loudly) restart in place."""
+    from streams.errors import InvariantViolation
+
+    try:
+        code = run()
+    except InvariantViolation:
+        raise
+    except Exception as exc:
+        log.exception("%s failed", name)
+        restart_in_place(f"{name} failed: {type(exc).__name__}: {exc}")
+    if code == EX_TEMPFAIL:
+        restart_in_place(f"{name} could not start")
+    return int(code or 0)
+
+
 def run_worker(settings: Settings, instance: int) -> int:
     """Entry point of a ledger worker process."""
-    from streams.errors import FatalProcessorError
-
     exit_with_parent()
     from streams.processor import LedgerProcessor
 
     settings = resolved(settings)
-    processor = LedgerProcessor(settings, instance)
-    try:
-        processor.run()
-    except FatalProcessorError as exc:
-        log.error("ledger worker %d stops: %s", instance, exc)
-        return 3
-    return 0
+    processor = LedgerProcessor(settings, instance, on_stall=restart_in_place)
+    return _restart_on_failure(f"ledger worker {instance}", processor.run)
 
 
 def run_warehouse(settings: Settings) -> int:
     """Entry point of the warehouse process: owns chDB, serves its HTTP front, runs the sink."""
+    exit_with_parent()
+    return _restart_on_failure("warehouse", lambda: _warehouse(resolved(settings)))
+
+
+def _warehouse(settings: Settings) -> int:
     from connectors.sink import ClickHouseSink, WarehouseSink
     from connectors.warehouse import chdb_path, embedded, http_port, migrate, owner_client
 
-    exit_with_parent()
-    settings = resolved(settings)
     client = owner_client(settings)
     migrate(client)
     server = None
@@ -274,14 +320,16 @@ def run_readside_process(settings: Settings, web_port: int) -> int:
     from streams.readside.app import run_readside
 
     exit_with_parent()
-    return run_readside(resolved(settings), web_port)
+    return _restart_on_failure("read side", lambda: run_readside(resolved(settings), web_port))
 
 
 def run_detector_process(settings: Settings, max_hops: int, window_s: float) -> int:
     from streams.detector.app import run_detector
 
     exit_with_parent()
-    return int(run_detector(resolved(settings), max_hops, window_s) or 0)
+    return _restart_on_failure(
+        "detector", lambda: run_detector(resolved(settings), max_hops, window_s)
+    )
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -29,9 +29,17 @@ class Limits:
     # The worker's producer: the commit flushes each batch at once, so a long linger costs no
     # latency and gives fewer, bigger produce requests (and fewer thread wake-ups per record).
     transaction_linger_ms: int = 100
-    # Commit retries before the worker gives up on a batch and exits (supervisor restarts it).
+    # Commit retries before the worker gives up on a batch and restarts itself.
     commit_retries_max: int = 5
     transaction_timeout_ms: int = 60_000
+    # A transaction (or close) still unfinished after this long is a stuck client: the worker
+    # restarts itself in place (streams/watchdog.py). Above the broker's transaction timeout.
+    transaction_stall_s: float = 90.0
+    # A process that fails restarts itself in place, with a growing pause (at most
+    # restart_backoff_max_s); past restarts_max restarts within restart_window_s it exits.
+    restarts_max: int = 10
+    restart_window_s: float = 600.0
+    restart_backoff_max_s: float = 30.0
     # The core's own limits (recent command ids per account: 32; messages waiting for an
     # opening account: 64) live in streams.ledger.model, since deciding depends on them.
     # Producer: librdkafka queue bound and linger.

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from streams.records import (
     transfer_step,
 )
 from streams.store import PartitionStore, restore
+from streams.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,13 @@ class Counters:
 
 
 class LedgerProcessor:
-    def __init__(self, settings: Settings, instance: int, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        instance: int,
+        state_dir: Path | None = None,
+        on_stall: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.limits = settings.limits
         self.topics = TopicNames(settings.topic_prefix)
@@ -90,6 +98,9 @@ class LedgerProcessor:
         self.stores: dict[int, PartitionStore] = {}
         self.counters = Counters()
         self._running = True
+        # A stuck librdkafka call is not ours to interrupt: by default the process exits
+        # (the worker entry point restarts it in place instead; see paystream.bootstrap).
+        self.watchdog = Watchdog(settings.limits.transaction_stall_s, on_stall or _exit_now)
         self._partitions = 0
         self._failures = 0
         # (topic, partition) -> the next offset to process, for every assigned partition:
@@ -165,6 +176,7 @@ class LedgerProcessor:
             on_lost=self._on_revoke,
         )
         log.info("ledger worker %d started (group %s)", self.instance, self.group)
+        self.watchdog.start()
         try:
             while self._running and (max_batches is None or self.counters.batches < max_batches):
                 # 1. Consume up to batch_records_max records (read_committed).
@@ -177,8 +189,12 @@ class LedgerProcessor:
             self.close()
 
     def close(self) -> None:
-        with contextlib.suppress(KafkaException, RuntimeError):
+        with (
+            self.watchdog.guard("closing the consumer"),
+            contextlib.suppress(KafkaException, RuntimeError),
+        ):
             self.consumer.close()
+        self.watchdog.stop()
         self.restorer.close()
         for store in self.stores.values():
             store.close()
@@ -235,7 +251,8 @@ class LedgerProcessor:
 
     def _process_or_redo(self, msgs: list[Message]) -> None:
         try:
-            self._process_batch(msgs)
+            with self.watchdog.guard("a transaction"):
+                self._process_batch(msgs)
             self._failures = 0
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
@@ -247,7 +264,8 @@ class LedgerProcessor:
                 raise FatalProcessorError(f"{self._failures} batches failed in a row") from exc
             log.warning("batch failed (%s); aborting and redoing it", err)
             # 6. (failure) Abort, rewind to the batch start; the main loop consumes it again.
-            self._abort_and_rewind(msgs)
+            with self.watchdog.guard("aborting a transaction"):
+                self._abort_and_rewind(msgs)
             time.sleep(min(1.0, 0.05 * 2**self._failures))
 
     def _abort_and_rewind(self, msgs: list[Message]) -> None:
@@ -275,6 +293,8 @@ class LedgerProcessor:
         for msg in msgs:
             err = msg.error()
             if err is not None:
+                if err.fatal():  # e.g. fenced by a newer member with our static id
+                    raise FatalProcessorError(f"fatal consumer error: {err}")
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
@@ -440,6 +460,11 @@ class LedgerProcessor:
             log_ms,
         )
         self.counters.dead_letters += 1
+
+
+def _exit_now(reason: str) -> None:
+    logging.shutdown()
+    os._exit(70)
 
 
 def _changelog_delivered(offsets: dict[int, int], p: int) -> Callable[[Any, Message], None]:

@@ -1054,6 +1054,9 @@ def _configure_logging() -> None:
     logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
 
 
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; the process entry point restarts
+
+
 def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
     """Run one read-side worker in the foreground until SIGTERM/SIGINT. Returns an exit code."""
     _configure_logging()
@@ -1070,7 +1073,7 @@ def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
         rs = ReadSide(settings, web_port, os.environ.get("PAYSTREAM_READSIDE_WRITER", "bulk"))
     except (RuntimeError, KafkaException) as exc:  # no topics, not co-partitioned, no broker
         log.error("read side cannot start: %s", exc)
-        return 2
+        return EX_TEMPFAIL  # worth another try: the broker may be restarting
     worker = faust.Worker(
         rs.app,
         loglevel=logging.getLevelName(logging.getLogger().level),
