@@ -32,9 +32,10 @@ class Limits:
     # Commit retries before the worker gives up on a batch and restarts itself.
     commit_retries_max: int = 5
     transaction_timeout_ms: int = 60_000
-    # A transaction (or close) still unfinished after this long is a stuck client: the worker
-    # restarts itself in place (streams/watchdog.py). Above the broker's transaction timeout.
-    transaction_stall_s: float = 90.0
+    # A commit, abort or close still unfinished after this long is a stuck client (they take
+    # milliseconds, seconds under load): the worker restarts itself in place
+    # (streams/watchdog.py), which is safe at any moment, as a kill -9 is.
+    transaction_stall_s: float = 25.0
     # A process that fails restarts itself in place, with a growing pause (at most
     # restart_backoff_max_s); past restarts_max restarts within restart_window_s it exits.
     restarts_max: int = 10

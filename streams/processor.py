@@ -251,8 +251,7 @@ class LedgerProcessor:
 
     def _process_or_redo(self, msgs: list[Message]) -> None:
         try:
-            with self.watchdog.guard("a transaction"):
-                self._process_batch(msgs)
+            self._process_batch(msgs)
             self._failures = 0
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
@@ -319,12 +318,13 @@ class LedgerProcessor:
                 offsets[(saga, p)] = self._next_offsets[(saga, p)]
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.exactly_once:
-            # Fenced by the group metadata (KIP-447).
-            self.producer.send_offsets_to_transaction(
-                tps, self.consumer.consumer_group_metadata(), 30
-            )
-            # 6. Commit. Failure raises into _process_or_redo: abort, rewind, redo.
-            self.producer.commit_transaction(60)
+            with self.watchdog.guard("committing a transaction"):
+                # Fenced by the group metadata (KIP-447).
+                self.producer.send_offsets_to_transaction(
+                    tps, self.consumer.consumer_group_metadata(), 30
+                )
+                # 6. Commit. Failure raises into _process_or_redo: abort, rewind, redo.
+                self.producer.commit_transaction(60)
         else:
             # At-least-once (benchmark only): the outputs first, then the offsets.
             if self.producer.flush(60):
