@@ -269,9 +269,10 @@ def _restart_on_failure(name: str, run: Callable[[], int | None]) -> int:
 
     try:
         code = run()
-    except InvariantViolation:
+    except (InvariantViolation, SystemExit, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except:  # noqa: E722 - an error in a librdkafka callback comes back as a bare KafkaError
+        exc = sys.exc_info()[1]
         log.exception("%s failed", name)
         restart_in_place(f"{name} failed: {type(exc).__name__}: {exc}")
     if code == EX_TEMPFAIL:

@@ -59,7 +59,7 @@ from streams.records import (
     to_saga_step,
     transfer_step,
 )
-from streams.store import PartitionStore, restore
+from streams.store import PartitionStore, restore, watermarks
 from streams.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class LedgerProcessor:
         for tp in committed:
             offset = tp.offset
             if offset < 0:  # nothing committed yet: "earliest", as the consumer itself starts
-                offset = consumer.get_watermark_offsets(tp, timeout=30)[0]
+                offset = watermarks(consumer, tp.topic, tp.partition)[0]
             self._next_offsets[(tp.topic, tp.partition)] = offset
         for p in sorted({tp.partition for tp in partitions}):
             if p not in self.stores:
