@@ -70,7 +70,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--only", help="run the benchmarks whose label contains this")
+    ap.add_argument(
+        "--only",
+        help="run the benchmarks whose label contains this; their results replace those of "
+        "the same name in the existing report.json, the rest stay",
+    )
     a = ap.parse_args()
     console = Console(stderr=True)
     results: list[dict] = []
@@ -109,6 +113,17 @@ def main() -> int:
         "quick": a.quick,
         "results": results,
     }
+    previous = HERE / "report.json"
+    if a.only and previous.exists():
+        # A rerun of some benchmarks: the others' results stay, each marked with its run.
+        old = json.loads(previous.read_text())
+        rerun = {r["name"] for r in results}
+        kept = [
+            {"run_started_at": old.get("started_at"), **r}
+            for r in old.get("results", [])
+            if r.get("name") not in rerun
+        ]
+        report["results"] = results = kept + results
     by = {r["name"]: r for r in results}
     raw = by.get("raw_transactional_copy")
     eos = best(results, "ledger_throughput_exactly_once")
