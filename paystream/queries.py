@@ -231,11 +231,13 @@ def _ends(c: Consumer, topic: str) -> dict[tuple[str, int], int]:
     return {(topic, p): watermarks(c, topic, p)[1] for p in md.topics[topic].partitions}
 
 
-def _visible_between(settings: Settings, ranges: dict[tuple[str, int], tuple[int, int]]) -> bool:
+def _visible_between(
+    settings: Settings, ranges: dict[tuple[str, int], tuple[int, int]], **client: Any
+) -> bool:
     """Is a committed record visible in any [start, end)? Markers and aborted records are not."""
     if not ranges:
         return False
-    c = _consumer(settings)
+    c = _consumer(settings, **client)
     try:
         c.assign([TopicPartition(t, p, start) for (t, p), (start, _) in ranges.items()])
         remaining = set(ranges)
@@ -260,9 +262,11 @@ def caught_up(
     group: str,
     topics: list[str],
     targets: dict[tuple[str, int], int] | None = None,
+    **client: Any,
 ) -> bool:
-    """Has ``group`` consumed every committed record of ``topics`` (below ``targets``)?"""
-    probe = _consumer(settings, **{"group.id": group})
+    """Has ``group`` consumed every committed record of ``topics`` (below ``targets``)?
+    ``client``: extra consumer settings (e.g. a quiet ``logger``)."""
+    probe = _consumer(settings, **{**client, "group.id": group})
     try:
         ends: dict[tuple[str, int], int] = {}
         for t in topics:
@@ -280,7 +284,7 @@ def caught_up(
         for k, end in ends.items()
         if max(committed.get(k, -1), 0) < end
     }
-    return not _visible_between(settings, behind)
+    return not _visible_between(settings, behind, **client)
 
 
 def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:

@@ -843,43 +843,9 @@ def caught_up(
 ) -> bool:
     """``queries.caught_up`` with quiet clients: has ``group`` consumed every committed
     record of ``topics`` (below ``targets``)? A transaction marker is not a record."""
-    from confluent_kafka import KafkaError, TopicPartition
-
     from paystream import queries
 
-    ends = _ends(stack, topics)
-    if targets:
-        ends.update({k: v for k, v in targets.items() if k in ends})
-    probe = _consumer(stack, **{"group.id": group})
-    try:
-        committed = queries._committed(probe, [TopicPartition(t, p) for (t, p) in ends])
-    finally:
-        probe.close()
-    behind = {
-        k: (max(committed.get(k, -1), 0), end)
-        for k, end in ends.items()
-        if max(committed.get(k, -1), 0) < end
-    }
-    if not behind:
-        return True
-    c = _consumer(stack)
-    try:
-        c.assign([TopicPartition(t, p, start) for (t, p), (start, _) in behind.items()])
-        remaining = set(behind)
-        deadline = time.monotonic() + 10
-        while remaining and time.monotonic() < deadline:
-            for msg in c.consume(100, timeout=0.5):
-                k = (msg.topic(), msg.partition())
-                err = msg.error()
-                if err is None:
-                    if msg.offset() < behind[k][1]:
-                        return False  # a visible record not consumed yet
-                    remaining.discard(k)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(k)
-        return not remaining
-    finally:
-        c.close()
+    return queries.caught_up(stack.resolved, group, topics, targets, logger=_QUIET)
 
 
 def _safe(fn: Callable[[], bool]) -> bool:
