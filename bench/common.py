@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import sys
 import tempfile
 import time
@@ -20,26 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil
 
 from ops.kafka import KafkaCluster, ensure_jars
+from ops.ports import free_port_base
 from ops.procs import Supervisor
 from ops.topics import ensure_topics
 from paystream.config import Settings
-
-
-def free_port_base(count: int = 2) -> int:
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(20000, 32000 - count)
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
 
 
 @contextmanager

@@ -33,7 +33,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -48,6 +47,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ops.ports import free_port_base
 from paystream.oracle import Oracle
 from paystream.workload import Workload
 
@@ -490,25 +490,6 @@ def definition_alerts(events: Sequence[Any], max_hops: int, window_us: int) -> l
 # --------------------------------------------------------------------------------------------
 
 
-def _free_ports(count: int, rng: random.Random, avoid: set[int]) -> int:
-    """A base p with p..p+count-1 free on 127.0.0.1, below Linux's ephemeral range."""
-    for _ in range(500):
-        base = rng.randrange(20000, 32000 - count)
-        if any(p in avoid for p in range(base, base + count)):
-            continue
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free ports")
-
-
 class Stack:
     """A private stack under ``home``: what ``paystream up`` runs, on ports of its own."""
 
@@ -517,11 +498,11 @@ class Stack:
 
         pick = random.Random()  # ports need not be seeded: only free
         taken: set[int] = set()
-        broker = _free_ports(2, pick, taken)
+        broker = free_port_base(2, pick, taken)
         taken |= {broker, broker + 1}
-        warehouse = _free_ports(1, pick, taken)
+        warehouse = free_port_base(1, pick, taken)
         taken.add(warehouse)
-        readside = _free_ports(1, pick, taken)
+        readside = free_port_base(1, pick, taken)
         self.env = {
             "PAYSTREAM_HOME": str(home),
             "PAYSTREAM_BROKER_PORT": str(broker),

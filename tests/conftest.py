@@ -6,8 +6,6 @@ Kafka starts lazily: only tests that ask for ``kafka_cluster`` (directly, or thr
 
 from __future__ import annotations
 
-import random
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,31 +19,9 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from ops.kafka import KafkaCluster, ensure_jars  # noqa: E402
+from ops.ports import free_port_base as _free_port_base  # noqa: E402
 from ops.topics import TopicNames, ensure_topics  # noqa: E402
 from paystream.config import Settings  # noqa: E402
-
-# Below Linux's ephemeral range (32768+), so client sockets never grab a port we picked.
-_PORT_LOW, _PORT_HIGH = 20000, 32000
-
-
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base, base + count):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def _free_port_base(count: int = 2) -> int:
-    """A port p with p..p+count-1 all free on 127.0.0.1 (random, so parallel runs differ)."""
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(_PORT_LOW, _PORT_HIGH - count)
-        if _ports_free(base, count):
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports in {_PORT_LOW}..{_PORT_HIGH}")
 
 
 @pytest.fixture(scope="session")
