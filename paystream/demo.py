@@ -318,7 +318,12 @@ def _print(s: dict[str, Any]) -> None:
     for reason, n in s["outcomes"].items():
         t.add_row(f"  outcome: {reason}", str(n))
     t.add_row("balances = sequential model", "yes" if s["matches_sequential_model"] else "NO")
-    t.add_row("replay of the ledger log", "balances" if not s["replay_problems"] else "MISMATCH")
+    t.add_row(
+        "replay of the ledger log",
+        f"{s['ledger_events']:,} events: zero-sum, gapless, = live state"
+        if not s["replay_problems"]
+        else "MISMATCH",
+    )
     w = s["warehouse"]
     if w.get("available"):
         t.add_row("warehouse", w["where"])
