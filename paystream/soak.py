@@ -417,7 +417,6 @@ def definition_alerts(events: Sequence[Any], max_hops: int, window_us: int) -> l
     ``bruteforce.detect`` on random histories (``tests/unit/test_soak_definition.py``).
     """
     from streams.detector import bruteforce as bf
-    from streams.detector.graph import CYCLE, DIRECT, INDIRECT
 
     relations: dict[frozenset[str], str] = {}
     comps: dict[str, frozenset[str]] | None = {}
@@ -467,19 +466,7 @@ def definition_alerts(events: Sequence[Any], max_hops: int, window_us: int) -> l
         def related(x: str, y: str, c: dict[str, frozenset[str]] = c) -> bool:
             return x != y and x in c and y in c[x]
 
-        if related(ev.from_account, ev.to_account):
-            alerts.append(bf._alert(DIRECT, [ev], relations))
-        by_kind: dict[str, list[list[Any]]] = {INDIRECT: [], CYCLE: []}
-        for ch in chains_ending(ev):
-            u, w = ch[0].from_account, ch[-1].to_account
-            if u == w:
-                by_kind[CYCLE].append(ch)
-            elif related(u, w):
-                by_kind[INDIRECT].append(ch)
-        for kind in (INDIRECT, CYCLE):
-            if by_kind[kind]:
-                best = min(by_kind[kind], key=lambda ch: (len(ch), [t.transfer_id for t in ch]))
-                alerts.append(bf._alert(kind, best, relations))
+        alerts += bf.closing_alerts(ev, chains_ending(ev), related, relations)
         into[ev.to_account].append(ev)
         into_ts[ev.to_account].append(ev.ts)
     return alerts

@@ -12,7 +12,7 @@ relations change). Pure.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -171,21 +171,34 @@ def detect(events: Sequence[Event], max_hops: int, window_us: int) -> list[Alert
         def related(a: str, b: str, comps: dict[str, frozenset[str]] = comps) -> bool:
             return a != b and a in comps and b in comps[a]
 
-        if related(ev.from_account, ev.to_account):
-            alerts.append(_alert(DIRECT, [ev], relations))
         chains = _chains_ending(ev, into, max_hops, window_us)
-        by_kind: dict[str, list[list[TransferEdge]]] = {INDIRECT: [], CYCLE: []}
-        for c in chains:
-            u, w = c[0].from_account, c[-1].to_account
-            if u == w:
-                by_kind[CYCLE].append(c)
-            elif related(u, w):
-                by_kind[INDIRECT].append(c)
-        for kind in (INDIRECT, CYCLE):
-            if by_kind[kind]:
-                best = min(by_kind[kind], key=lambda c: (len(c), [t.transfer_id for t in c]))
-                alerts.append(_alert(kind, best, relations))
+        alerts += closing_alerts(ev, chains, related, relations)
         into[ev.to_account].append(ev)
+    return alerts
+
+
+def closing_alerts(
+    ev: TransferEdge,
+    chains: Iterable[list[TransferEdge]],
+    related: Callable[[str, str], bool],
+    relations: dict[frozenset[str], str],
+) -> list[Alert]:
+    """The alerts that ``ev`` closes, given every chain ending with it: one per kind, the
+    shortest chain (then the smallest transfer ids) standing for its kind."""
+    alerts: list[Alert] = []
+    if related(ev.from_account, ev.to_account):
+        alerts.append(_alert(DIRECT, [ev], relations))
+    by_kind: dict[str, list[list[TransferEdge]]] = {INDIRECT: [], CYCLE: []}
+    for c in chains:
+        u, w = c[0].from_account, c[-1].to_account
+        if u == w:
+            by_kind[CYCLE].append(c)
+        elif related(u, w):
+            by_kind[INDIRECT].append(c)
+    for kind in (INDIRECT, CYCLE):
+        if by_kind[kind]:
+            best = min(by_kind[kind], key=lambda c: (len(c), [t.transfer_id for t in c]))
+            alerts.append(_alert(kind, best, relations))
     return alerts
 
 
