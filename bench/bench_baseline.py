@@ -15,8 +15,8 @@ import time
 from common import emit, namespace, private_broker
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from ops.topics import TopicNames
-from paystream.config import Limits
+from base.config import Limits
+from base.topics import TopicNames
 
 
 def copy_loop(settings, n: int, size: int, batch: int) -> dict:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import uuid
 from common import Workers, emit, namespace, now, private_broker
 from confluent_kafka import Consumer
 
-from ops.topics import TopicNames
+from base.topics import TopicNames
 from paystream import queries
 from producers.commands import parse_command
 from producers.producer import CommandProducer

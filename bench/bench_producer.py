@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka.admin import AdminClient
 
+from base.config import Settings
 from ops.topics import ensure_topics
-from paystream.config import Settings
 from producers.producer import CommandProducer
 
 TARGET_PER_S = 100_000

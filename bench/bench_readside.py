@@ -36,10 +36,10 @@ from common import Workers, emit, free_port_base, namespace, now, private_broker
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from base.config import Settings
+from base.topics import TopicNames
 from ops.procs import Supervisor
-from ops.topics import TopicNames
 from paystream import queries
-from paystream.config import Settings
 from producers.producer import CommandProducer
 
 log = logging.getLogger("bench_readside")

@@ -17,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
+from base.config import Settings
 from ops.kafka import KafkaCluster, ensure_jars
 from ops.ports import free_port_base
 from ops.procs import Supervisor
 from ops.topics import ensure_topics
-from paystream.config import Settings
 
 
 @contextmanager

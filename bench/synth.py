@@ -7,8 +7,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from ops.topics import TopicNames
-from paystream.config import Settings
+from base.config import Settings
+from base.topics import TopicNames
 from schemas.codec import Codec
 from streams.ledger.money import format_amount
 from streams.partitioner import partition_for

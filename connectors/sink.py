@@ -25,8 +25,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from ops.topics import TopicNames
-from paystream.config import Settings, kafka_client_config
+from base.config import Settings, kafka_client_config
+from base.topics import TopicNames
 from schemas.codec import HEADER_BYTES, MAGIC, Codec
 from schemas.errors import DecodeError
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from paystream.config import Settings
+from base.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+from base.config import Settings
 from connectors.warehouse import query_client
 from paystream import queries
-from paystream.config import Settings
 from streams.ledger import model as m
 from streams.ledger.money import format_amount
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from base.config import KAFKA_VERSION, Limits, Settings, api_token
 from ops.kafka import KafkaCluster, ensure_jars, kafka_version
 from ops.procs import Supervisor
 from ops.topics import ensure_topics
-from paystream.config import KAFKA_VERSION, Limits, Settings, api_token
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from base.config import Settings, load_settings
 from paystream import __version__
-from paystream.config import Settings, load_settings
 
 EPILOG = """\
 environment:
@@ -104,7 +104,8 @@ def cmd_logs(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_topics(a: argparse.Namespace, s: Settings) -> int:
-    from ops.topics import TOPICS, topic_drift
+    from base.topics import TOPICS
+    from ops.topics import topic_drift
 
     s = _resolved(s)
     drifts = topic_drift(s.bootstrap or "", s.topic_prefix, s.partitions, s.brokers)

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from base.config import Settings
 from paystream import queries
-from paystream.config import Settings
 from paystream.oracle import EXP, Oracle
 from paystream.workload import Workload
 from producers.commands import parse_command
@@ -168,7 +168,7 @@ def wait_for_detector(settings: Settings, timeout_s: float, poll_s: float = 0.2)
 
     Returns "caught up", "not running" or "behind" (timed out).
     """
-    from ops.topics import TopicNames
+    from base.topics import TopicNames
     from streams.detector.app import DETECTOR_GROUP
 
     if not queries.detector_running(settings):

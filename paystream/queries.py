@@ -8,78 +8,25 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from ops.topics import TopicNames
-from paystream.config import Settings, kafka_client_config
+from base.config import Settings, kafka_client_config
+from base.kafka import partition_count, reader, retrying, scan, watermarks
+from base.topics import TopicNames
 from schemas.codec import Codec
 from streams.ledger import model as m
 from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
 from streams.partitioner import partition_for
 from streams.processor import LEDGER_GROUP
 from streams.records import decode_state, state_view
-from streams.store import retrying, watermarks
 
 # The detector's offsets (streams.detector.app.DETECTOR_GROUP; not imported: igraph is heavy).
 DETECTOR_GROUP = "paystream-detector"
-
-
-def _consumer(settings: Settings, **extra: Any) -> Consumer:
-    conf = {
-        **kafka_client_config(settings),
-        "group.id": f"paystream-cli-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 10,
-        "queued.max.messages.kbytes": 131072,
-    }
-    conf.update(extra)
-    return Consumer(conf)
-
-
-def scan(
-    settings: Settings,
-    topic: str,
-    partitions: list[int] | None = None,
-    batch: int = 10_000,
-    on_progress: Callable[[int], None] | None = None,
-) -> Iterator[Message]:
-    """Every committed record of ``topic`` (or some partitions) from the start to the end."""
-    c = _consumer(settings)
-    try:
-        md = c.list_topics(topic, timeout=30)
-        parts = sorted(md.topics[topic].partitions) if partitions is None else partitions
-        ends: dict[int, int] = {}
-        for p in parts:
-            low, high = watermarks(c, topic, p)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return
-        c.assign([TopicPartition(topic, p, 0) for p in ends])
-        open_parts = set(ends)
-        while open_parts:
-            msgs = c.consume(batch, timeout=1.0)
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        open_parts.discard(msg.partition())
-                        continue
-                    raise RuntimeError(f"reading {topic}: {err}")
-                yield msg
-            if on_progress and msgs:
-                on_progress(len(msgs))
-    finally:
-        c.close()
 
 
 def live_state(settings: Settings) -> dict[str, m.State]:
@@ -130,9 +77,9 @@ def outcomes(settings: Settings, command_id: str) -> list[dict[str, Any]]:
 
 
 def _partitions(settings: Settings, topic: str) -> int:
-    c = _consumer(settings)
+    c = reader(settings)
     try:
-        return len(c.list_topics(topic, timeout=30).topics[topic].partitions)
+        return partition_count(c, topic)
     finally:
         c.close()
 
@@ -237,7 +184,7 @@ def _visible_between(
     """Is a committed record visible in any [start, end)? Markers and aborted records are not."""
     if not ranges:
         return False
-    c = _consumer(settings, **client)
+    c = reader(settings, **client)
     try:
         c.assign([TopicPartition(t, p, start) for (t, p), (start, _) in ranges.items()])
         remaining = set(ranges)
@@ -266,7 +213,7 @@ def caught_up(
 ) -> bool:
     """Has ``group`` consumed every committed record of ``topics`` (below ``targets``)?
     ``client``: extra consumer settings (e.g. a quiet ``logger``)."""
-    probe = _consumer(settings, **{**client, "group.id": group})
+    probe = reader(settings, **{**client, "group.id": group})
     try:
         ends: dict[tuple[str, int], int] = {}
         for t in topics:
@@ -292,7 +239,7 @@ def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:
     names = TopicNames(settings.topic_prefix)
     group = settings.topic_prefix + LEDGER_GROUP
     deadline = time.monotonic() + timeout_s
-    probe = _consumer(settings)
+    probe = reader(settings)
     try:
         targets = _ends(probe, names.commands)
     finally:

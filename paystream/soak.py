@@ -481,7 +481,7 @@ class Stack:
     """A private stack under ``home``: what ``paystream up`` runs, on ports of its own."""
 
     def __init__(self, home: Path, cfg: SoakConfig) -> None:
-        from paystream.config import load_settings
+        from base.config import load_settings
 
         pick = random.Random()  # ports need not be seeded: only free
         taken: set[int] = set()
@@ -827,7 +827,7 @@ def _safe(fn: Callable[[], bool]) -> bool:
 def wait_ledger(stack: Stack, deadline: float, phase: str = "drain") -> bool:
     """The write side's half of ``queries.wait``: every command so far and its sagas done
     (downstream consumers are left alone: the next phase needs only the ledger)."""
-    from ops.topics import TopicNames
+    from base.topics import TopicNames
     from streams.processor import LEDGER_GROUP
 
     s = stack.resolved
@@ -940,7 +940,7 @@ def _scan_decoded(stack: Stack, topic: str) -> Iterator[tuple[Any, int, int, dic
 
 class Verifier:
     def __init__(self, stack: Stack, plan: Plan, exp: Expected, say: Callable[[str], None]):
-        from ops.topics import TopicNames
+        from base.topics import TopicNames
 
         self.stack = stack
         self.plan = plan
@@ -1654,8 +1654,8 @@ def _lags(stack: Stack) -> dict[str, int | None]:
     """Offsets each downstream consumer group is behind (transaction markers included)."""
     from confluent_kafka import TopicPartition
 
+    from base.topics import TopicNames
     from connectors.sink import SINK_GROUP
-    from ops.topics import TopicNames
     from paystream import queries
     from streams.detector.app import DETECTOR_GROUP
 
@@ -1682,8 +1682,8 @@ def _lags(stack: Stack) -> dict[str, int | None]:
 
 
 def _drain(stack: Stack, deadline: float, say: Callable[[str], None]) -> dict[str, Any]:
+    from base.topics import TopicNames
     from connectors.sink import SINK_GROUP
-    from ops.topics import TopicNames
     from streams.detector.app import DETECTOR_GROUP
 
     p = stack.settings.topic_prefix

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
-from paystream.config import Limits
+from base.config import Limits
 from producers.errors import (
     BAD_CHARACTERS,
     INVALID_JSON,

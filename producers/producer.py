@@ -20,8 +20,8 @@ from typing import Any, Final, Self
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from ops.topics import TopicNames
-from paystream.config import Settings, kafka_client_config
+from base.config import Settings, kafka_client_config
+from base.topics import TopicNames
 from producers.commands import Command
 from producers.errors import ProducerQueueFull
 from schemas import now_micros

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol, TextIO
 
-from paystream.config import Settings
+from base.config import Settings
 from producers.commands import parse_command, parse_line, with_command_id
 from producers.errors import TOO_LONG, InvalidCommand
 from producers.producer import CommandProducer

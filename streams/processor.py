@@ -42,8 +42,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from ops.topics import TopicNames
-from paystream.config import Settings, kafka_client_config
+from base.config import Settings, kafka_client_config
+from base.kafka import watermarks
+from base.topics import TopicNames
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from streams.errors import FatalProcessorError
@@ -59,7 +60,7 @@ from streams.records import (
     to_saga_step,
     transfer_step,
 )
-from streams.store import PartitionStore, restore, watermarks
+from streams.store import PartitionStore, restore
 from streams.watchdog import Watchdog
 
 log = logging.getLogger(__name__)

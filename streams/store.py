@@ -12,20 +12,18 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
+from base.kafka import watermarks
 from streams.errors import FatalProcessorError
 from streams.ledger.model import State
 from streams.records import decode_state, encode_state
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _CHECKPOINT = b"\x00changelog-next-offset"
 
@@ -107,25 +105,6 @@ class PartitionStore:
     def wipe(self) -> None:
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def retrying(fn: Callable[[], T], timeout_s: float = 30) -> T:
-    """Call ``fn``, retrying Kafka's transient errors (a fresh topic, a moving coordinator)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return fn()
-        except KafkaException as exc:
-            if time.monotonic() > deadline or exc.args[0].fatal():
-                raise
-            time.sleep(0.2)
-
-
-def watermarks(c: Consumer, topic: str, partition: int, timeout_s: float = 30) -> tuple[int, int]:
-    """(low, high) offsets of one partition, read from the broker."""
-    tp = TopicPartition(topic, partition)
-    low, high = retrying(lambda: c.get_watermark_offsets(tp, timeout=10, cached=False), timeout_s)
-    return int(low), int(high)
 
 
 def restore(

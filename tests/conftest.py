@@ -18,10 +18,11 @@ _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from base.config import Settings  # noqa: E402
+from base.topics import TopicNames  # noqa: E402
 from ops.kafka import KafkaCluster, ensure_jars  # noqa: E402
 from ops.ports import free_port_base as _free_port_base  # noqa: E402
-from ops.topics import TopicNames, ensure_topics  # noqa: E402
-from paystream.config import Settings  # noqa: E402
+from ops.topics import ensure_topics  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from base.config import Settings
 from ops.procs import Supervisor
 from paystream import queries
 from paystream.bootstrap import WORKER_ROLE, worker_name
-from paystream.config import Settings
 from producers.send import send_file
 
 
@@ -117,7 +117,7 @@ class LedgerStack:
         }
 
     def outcomes(self) -> list[dict[str, Any]]:
-        from ops.topics import TopicNames
+        from base.topics import TopicNames
         from schemas.codec import Codec
 
         codec = Codec.default()

@@ -42,7 +42,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -57,8 +56,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from ops.topics import TopicNames
-from paystream.config import Settings, kafka_client_config, load_settings
+from base.config import Settings, kafka_client_config, load_settings
+from base.kafka import retrying, scan
+from base.topics import TopicNames
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from streams.detector.graph import (
@@ -75,21 +75,6 @@ DETECTOR_GROUP = "paystream-detector"
 DEFAULT_WINDOW_S = DEFAULT_WINDOW_US / 1_000_000
 _RELATION, _TRANSFER = 0, 1  # order of events of equal ts: relations first
 T = TypeVar("T")
-
-
-def _retrying(fn: Callable[[], T], timeout_s: float) -> T:
-    """Call ``fn``, retrying Kafka's transient errors (a coordinator loading or moving)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return fn()
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            fatal = isinstance(err, KafkaError) and err.fatal()
-            if fatal or time.monotonic() > deadline:
-                raise
-            log.info("retrying after a transient Kafka error: %s", exc)
-            time.sleep(0.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +192,7 @@ def _consumer(settings: Settings, group: str, **extra: Any) -> Consumer:
 
 
 def _partitions(c: Consumer, topic: str, timeout_s: float) -> list[TopicPartition]:
-    md = _retrying(lambda: c.list_topics(topic, timeout=timeout_s), timeout_s)
+    md = retrying(lambda: c.list_topics(topic, timeout=timeout_s), timeout_s)
     t = md.topics.get(topic)
     if t is None or t.error is not None or not t.partitions:
         raise RuntimeError(f"topic {topic} is missing: create the topics first")
@@ -268,7 +253,7 @@ class DetectorRunner:
     def _start_offsets(self, c: Consumer, tps: list[TopicPartition]) -> dict[tuple[str, int], int]:
         """Committed offsets (OFFSET_BEGINNING where none) and the state rebuilt up to them."""
         lim = self.limits
-        committed = _retrying(
+        committed = retrying(
             lambda: c.committed(tps, timeout=lim.kafka_timeout_s), lim.kafka_timeout_s
         )
         starts: dict[tuple[str, int], int] = {}
@@ -299,7 +284,7 @@ class DetectorRunner:
                 since_ms = max(0, (wm - self.window_us) // 1000 - lim.replay_margin_ms)
                 ask = [TopicPartition(t, p, since_ms) for (t, p) in todo if t == transfers]
                 found = (
-                    _retrying(
+                    retrying(
                         lambda: c.offsets_for_times(ask, timeout=lim.kafka_timeout_s),
                         lim.kafka_timeout_s,
                     )
@@ -492,9 +477,7 @@ class DetectorRunner:
                 offsets.append(TopicPartition(t, pn, off, metadata=meta))
         if not offsets:
             return
-        _retrying(
-            lambda: c.commit(offsets=offsets, asynchronous=False), self.limits.kafka_timeout_s
-        )
+        retrying(lambda: c.commit(offsets=offsets, asynchronous=False), self.limits.kafka_timeout_s)
         for tp in offsets:
             self._committed[(tp.topic, tp.partition)] = tp.offset
         log.debug("committed %d partitions, %d alerts so far", len(offsets), self.alerts_emitted)
@@ -526,42 +509,6 @@ def run_detector(
     )
 
 
-def _watermarks(c: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    low, high = _retrying(
-        lambda: c.get_watermark_offsets(tp, timeout=timeout_s, cached=False), timeout_s
-    )
-    return int(low), int(high)
-
-
-def _scan(settings: Settings, topic: str, timeout_s: float) -> Iterator[Message]:
-    c = _consumer(settings, f"paystream-cli-{uuid.uuid4().hex[:8]}")
-    try:
-        parts = _partitions(c, topic, timeout_s)
-        ends: dict[int, int] = {}
-        for tp in parts:
-            low, high = _watermarks(c, tp, timeout_s)
-            if high > low:
-                ends[tp.partition] = high
-        if not ends:
-            return
-        c.assign([TopicPartition(topic, pn, OFFSET_BEGINNING) for pn in ends])
-        left = set(ends)
-        deadline = time.monotonic() + timeout_s
-        while left and time.monotonic() < deadline:
-            for msg in c.consume(10_000, timeout=0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        left.discard(msg.partition())
-                        continue
-                    raise KafkaException(err)
-                yield msg
-        if left:
-            raise TimeoutError(f"{topic}: partitions {sorted(left)} not read in {timeout_s}s")
-    finally:
-        c.close()
-
-
 def read_alerts(settings: Settings, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     """Every alert on the alerts topic (committed), once per ``alert_id``, ordered by
     (ts, kind, alert_id). Each is the ``Alert`` record: alert_id, kind, accounts,
@@ -569,7 +516,7 @@ def read_alerts(settings: Settings, timeout_s: float = 60.0) -> list[dict[str, A
     relation_kinds, relation_path, ts."""
     codec = Codec.default()
     seen: dict[str, dict[str, Any]] = {}
-    for msg in _scan(settings, TopicNames(settings.topic_prefix).alerts, timeout_s):
+    for msg in scan(settings, TopicNames(settings.topic_prefix).alerts, timeout_s=timeout_s):
         value = msg.value()
         if value is None:
             continue

@@ -283,7 +283,7 @@ class Status(StrEnum):
     blocked = "blocked"
 
 
-# Limits of the core (documented in the README; paystream.config.Limits refers to them).
+# Limits of the core (documented in the README; base.config.Limits refers to them).
 COMMAND_MEMORY_MAX = 32  # recent command ids remembered per account
 ID_CHARS_MAX = 128  # account, user and command ids (longer ones are refused, not stored)
 DEFERRED_MAX = 64  # messages kept while an account is opening

@@ -47,8 +47,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 
-from ops.topics import TopicNames, replication_for
-from paystream.config import KafkaSecurity, Limits, Settings, api_token, kafka_client_config
+from base.config import KafkaSecurity, Limits, Settings, api_token, kafka_client_config
+from base.topics import TopicNames, replication_for
 from producers.commands import COMMAND_TYPES
 from schemas.codec import Codec
 from streams.readside import projections as pj
@@ -1095,7 +1095,7 @@ def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from paystream.config import load_settings
+    from base.config import load_settings
 
     ap = argparse.ArgumentParser(prog="python -m streams.readside.app")
     ap.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT)

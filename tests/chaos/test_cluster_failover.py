@@ -11,10 +11,11 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
+from base.config import Settings
+from base.topics import TopicNames
 from ops.kafka import KafkaCluster
-from ops.topics import TopicNames, ensure_topics, topic_drift
+from ops.topics import ensure_topics, topic_drift
 from paystream import queries
-from paystream.config import Settings
 from paystream.oracle import Oracle
 from paystream.workload import Workload
 from tests.stack import LedgerStack

@@ -17,9 +17,10 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from base.config import KAFKA_VERSION, Settings
+from base.topics import TopicNames
 from ops.kafka import KafkaCluster
-from ops.topics import Drift, TopicNames, ensure_topics, topic_drift
-from paystream.config import KAFKA_VERSION, Settings
+from ops.topics import Drift, ensure_topics, topic_drift
 
 pytestmark = pytest.mark.integration
 

@@ -29,15 +29,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from ops.topics import TopicNames
+from base.config import Settings
+from base.kafka import scan
+from base.topics import TopicNames
 from paystream.bootstrap import DETECTOR_ROLE
-from paystream.config import Settings
 from paystream.demo import expected_alerts as workload_alerts
 from paystream.workload import Workload
 from schemas import now_micros
 from schemas.codec import Codec
 from streams.detector import bruteforce
-from streams.detector.app import DetectorLimits, _Lock, _scan, read_alerts, run_detector
+from streams.detector.app import DetectorLimits, _Lock, read_alerts, run_detector
 from streams.detector.bruteforce import Event, Relate, Unrelate
 from streams.detector.graph import CYCLE, DIRECT, INDIRECT, RelatedTransferDetector, TransferEdge
 from tests.stack import LedgerStack, cli
@@ -323,7 +324,7 @@ def test_kill_mid_stream_and_restart_loses_and_changes_nothing(
     # (kind, closing transfer), and the distinct set is exactly the expected one.
     codec = Codec.default()
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for msg in _scan(settings, TopicNames(settings.topic_prefix).alerts, 60):
+    for msg in scan(settings, TopicNames(settings.topic_prefix).alerts, timeout_s=60):
         value = msg.value()
         assert value is not None
         by_id[msg.key().decode() if msg.key() else ""].append(codec.decode(value)[1])

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from ops.topics import TopicNames
-from paystream.config import Settings
+from base.config import Settings
+from base.topics import TopicNames
 from producers.commands import parse_line
 from producers.errors import ProducerQueueFull
 from producers.producer import CommandProducer

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
+from base.config import Settings
+from base.topics import TopicNames
 from ops.procs import Supervisor
-from ops.topics import TopicNames
 from paystream import queries
-from paystream.config import Settings
 from paystream.workload import Workload
 from schemas.codec import Codec
 from streams.partitioner import partition_for

@@ -19,9 +19,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from base.config import KafkaSecurity, Settings, kafka_client_config, load_settings
+from base.topics import TopicNames
 from ops.kafka import KafkaCluster, ensure_jars
-from ops.topics import TopicNames, ensure_topics
-from paystream.config import KafkaSecurity, Settings, kafka_client_config, load_settings
+from ops.topics import ensure_topics
 from producers.commands import parse_line
 from producers.producer import CommandProducer
 from schemas.codec import Codec

@@ -24,11 +24,11 @@ from typing import Any
 import psutil
 import pytest
 
+from base.config import API_TOKEN_FILE, Settings, api_token
 from ops.kafka import KafkaCluster
 from ops.procs import Supervisor
 from paystream import queries
 from paystream.bootstrap import StackConfig, process_specs
-from paystream.config import API_TOKEN_FILE, Settings, api_token
 from schemas.codec import Codec
 from streams.readside.app import bearer_token_ok
 from tests.stack import env_for
@@ -300,7 +300,7 @@ def test_post_commands_sends_to_the_ledger(stack: Stack) -> None:
     assert status == 200 and json.loads(raw)["balance"] == "12.50"
     # On the commands topic, Avro-encoded like every other producer's commands.
     codec = Codec.default()
-    from ops.topics import TopicNames
+    from base.topics import TopicNames
 
     commands = [
         codec.decode(m.value())

@@ -103,9 +103,9 @@ def test_a_poison_record_goes_to_dead_letters_and_its_neighbours_land(settings, 
     import clickhouse_connect
     from confluent_kafka import Producer
 
+    from base.topics import TopicNames
     from connectors.sink import ClickHouseSink, WarehouseSink
     from connectors.warehouse import migrate
-    from ops.topics import TopicNames
     from schemas.codec import Codec
 
     codec = Codec.default()

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from paystream.config import Limits, Settings
+from base.config import Limits, Settings
 from producers.commands import (
     COMMAND_TYPES,
     ID_FIELDS,

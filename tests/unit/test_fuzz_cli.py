@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import producers.send
+from base.config import Limits
 from paystream import cli
-from paystream.config import Limits
 from producers.commands import Command, parse_line
 from producers.errors import CODES, TOO_LONG, InvalidCommand
 from tests.fuzz.strategies import json_lines

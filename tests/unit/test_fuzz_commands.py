@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from paystream.config import Limits
+from base.config import Limits
 from producers.commands import COMMAND_TYPES, ID_FIELDS, Command, parse_command, parse_line
 from producers.errors import CODES, INVALID_JSON, TOO_LONG, WRONG_TYPE, InvalidCommand
 from schemas.codec import Codec

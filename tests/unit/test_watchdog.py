@@ -48,7 +48,7 @@ def test_restart_in_place_keeps_the_pid_and_gives_up_past_the_limit(tmp_path: Pa
             """
             import os
             from paystream.bootstrap import restart_in_place
-            from paystream.config import Limits
+            from base.config import Limits
 
             print(os.getpid(), os.environ.get("PAYSTREAM_RESTARTS", "0"), flush=True)
             restart_in_place("test", Limits(restarts_max=2, restart_backoff_max_s=0.01))

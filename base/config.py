@@ -141,7 +141,7 @@ class Settings:
 
 
 def _repo_root() -> Path:
-    # paystream/config.py -> repo root; var/ lives beside the code in a checkout.
+    # base/config.py -> repo root; var/ lives beside the code in a checkout.
     return Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,88 @@
+"""Every topic paystream uses, declared once.
+
+Topic names are a public contract (``paystream.<name>.v<version>``). A test namespace may put
+a prefix in front (``PAYSTREAM_TOPIC_PREFIX``); production leaves it empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INFINITE_MS = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    key: str  # short name used in code
+    name: str  # contract name without prefix
+    doc: str
+    compacted: bool = False
+    # Every money topic is co-partitioned with the commands so one worker owns an account.
+    co_partitioned: bool = True
+
+    def configs(self, replication: int) -> dict[str, str]:
+        cfg = {
+            "min.insync.replicas": str(min_insync(replication)),
+            "unclean.leader.election.enable": "false",
+        }
+        if self.compacted:
+            cfg["cleanup.policy"] = "compact"
+        else:
+            # The command and ledger logs are the event store: keep everything forever.
+            cfg["cleanup.policy"] = "delete"
+            cfg["retention.ms"] = str(INFINITE_MS)
+            cfg["retention.bytes"] = "-1"
+        return cfg
+
+
+def min_insync(replication: int) -> int:
+    # One replica may be lost without stopping writes; a single broker needs 1.
+    return max(1, replication - 1)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("commands", "paystream.commands.v1", "Commands from upstream, keyed by account."),
+    TopicSpec(
+        "saga",
+        "paystream.ledger-saga.v1",
+        "Internal steps between account agents (credit requests, voids, user reservations).",
+    ),
+    TopicSpec("ledger", "paystream.ledger.v1", "Double-entry postings, one per account side."),
+    TopicSpec(
+        "outcomes", "paystream.outcomes.v1", "One outcome per command: accepted or rejected."
+    ),
+    TopicSpec(
+        "transfers", "paystream.transfers.v1", "Transfer lifecycle: pending, posted, voided."
+    ),
+    TopicSpec("accounts", "paystream.accounts.v1", "Account events: opened, blocked, related..."),
+    TopicSpec(
+        "ledger_state",
+        "paystream.ledger-state.v1",
+        "Changelog of the ledger agents' state (compacted).",
+        compacted=True,
+    ),
+    TopicSpec("alerts", "paystream.alerts.v1", "Related-account alerts from the detector."),
+    TopicSpec("deadletter", "paystream.deadletter.v1", "Input that could not be used, with why."),
+)
+
+_BY_KEY = {t.key: t for t in TOPICS}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Resolved topic names for one namespace (prefix)."""
+
+    prefix: str = ""
+
+    def __getattr__(self, key: str) -> str:
+        try:
+            return self.prefix + _BY_KEY[key].name
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def all(self) -> dict[str, str]:
+        return {t.key: self.prefix + t.name for t in TOPICS}
+
+
+def replication_for(brokers: int) -> int:
+    return min(3, brokers)
