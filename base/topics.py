@@ -63,6 +63,28 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec("alerts", "paystream.alerts.v1", "Related-account alerts from the detector."),
     TopicSpec("deadletter", "paystream.deadletter.v1", "Input that could not be used, with why."),
+    # Payments (docs/payments.md): keyed by payment id, co-partitioned with their changelog.
+    TopicSpec(
+        "payments",
+        "paystream.payments.v1",
+        "Payments workers' input: API requests, executor results, ledger replies, webhooks.",
+    ),
+    TopicSpec(
+        "payment_events",
+        "paystream.payment-events.v1",
+        "Payment status changes (snapshots) and PSP attempts.",
+    ),
+    TopicSpec(
+        "psp_requests",
+        "paystream.psp-requests.v1",
+        "Work for the PSP executor: create a token, execute it, ask its status.",
+    ),
+    TopicSpec(
+        "payments_state",
+        "paystream.payments-state.v1",
+        "Changelog of the payments agents' state (compacted).",
+        compacted=True,
+    ),
 )
 
 _BY_KEY = {t.key: t for t in TOPICS}
