@@ -283,10 +283,10 @@ def _restart_on_failure(name: str, run: Callable[[], int | None]) -> int:
 def run_worker(settings: Settings, instance: int) -> int:
     """Entry point of a ledger worker process."""
     exit_with_parent()
-    from streams.processor import LedgerProcessor
+    from streams.processor import ledger_processor
 
     settings = resolved(settings)
-    processor = LedgerProcessor(settings, instance, on_stall=restart_in_place)
+    processor = ledger_processor(settings, instance, on_stall=restart_in_place)
     return _restart_on_failure(f"ledger worker {instance}", processor.run)
 
 

@@ -1,17 +1,17 @@
-"""The exactly-once ledger processor: consume a batch, decide, commit it all in one transaction.
+"""The exactly-once processor: consume a batch, decide, commit it all in one transaction.
 
-One worker process runs one ``LedgerProcessor``. Workers share a consumer group over the
-commands and saga topics (co-partitioned, range-assigned, so partition ``p`` of both belongs to
-one worker) and each has its own transactional id (KIP-447 fences zombies by group generation).
+It runs one agent (``streams.agent.Agent``): the ledger's accounts or the payments. One worker
+process runs one ``Processor``. Workers of an agent share a consumer group over its input
+topics (co-partitioned, range-assigned, so partition ``p`` of every input belongs to one
+worker) and each has its own transactional id (KIP-447 fences zombies by group generation).
 
 The commit sequence, repeated in comments below:
 
   1. Consume up to ``batch_records_max`` records (read_committed).
   2. Begin a transaction.
   3. For each record: decode, load the key's state (batch overlay, then rocksdict), decide,
-     evolve, produce the resulting events (to any partition). A saga step for a key of a
-     partition this worker owns is taken at once, in this transaction; any other goes to the
-     saga topic.
+     evolve, produce the resulting events (to any partition). A step for a key of a partition
+     this worker owns is taken at once, in this transaction; any other goes to the step topic.
   4. Produce one changelog record per key the batch changed.
   5. Send the offsets of every partition the batch read or changed to the transaction (with
      the consumer group metadata).
@@ -21,7 +21,7 @@ The commit sequence, repeated in comments below:
 A crash between 6 and 7 leaves rocksdict behind the changelog; ``restore`` on the next
 assignment reads the changelog from the checkpoint and catches up.
 
-Why step 5 covers partitions changed by local saga steps even when nothing was read from them:
+Why step 5 covers partitions changed by local steps even when nothing was read from them:
 the next owner of a partition reads its committed offsets with "stable" semantics before it
 restores the partition's changelog, and that read waits for any pending transaction that holds
 offsets of the partition. Without an offset, a zombie's open transaction could still commit a
@@ -47,25 +47,21 @@ from base.kafka import watermarks
 from base.topics import TopicNames
 from schemas.codec import Codec
 from schemas.errors import DecodeError
+from streams.agent import TS_MAX, Agent, BadInput
 from streams.errors import FatalProcessorError
-from streams.ledger import decide, evolve_all
-from streams.ledger import model as m
 from streams.partitioner import partition_for
-from streams.records import (
-    TS_MAX,
-    BadRecord,
-    encode_state,
-    to_command,
-    to_records,
-    to_saga_step,
-    transfer_step,
-)
 from streams.store import PartitionStore, restore
 from streams.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-LEDGER_GROUP = "paystream-ledger"
+
+def group_of(agent_name: str) -> str:
+    """The consumer group (and transactional id stem) of an agent's workers."""
+    return f"paystream-{agent_name}"
+
+
+LEDGER_GROUP = group_of("ledger")
 
 
 @dataclass
@@ -81,22 +77,24 @@ class Counters:
     started_at: float = field(default_factory=time.monotonic)
 
 
-class LedgerProcessor:
+class Processor:
     def __init__(
         self,
+        agent: Agent,
         settings: Settings,
         instance: int,
         state_dir: Path | None = None,
         on_stall: Callable[[str], None] | None = None,
     ) -> None:
+        self.agent = agent
         self.settings = settings
         self.limits = settings.limits
         self.topics = TopicNames(settings.topic_prefix)
         self.instance = instance
-        self.group = settings.topic_prefix + LEDGER_GROUP
-        self.state_dir = state_dir or settings.home / "state" / f"ledger-{instance}"
+        self.group = settings.topic_prefix + group_of(agent.name)
+        self.state_dir = state_dir or settings.home / "state" / f"{agent.name}-{instance}"
         self.codec = Codec.default()
-        self.stores: dict[int, PartitionStore] = {}
+        self.stores: dict[int, PartitionStore[Any]] = {}
         self.counters = Counters()
         self._running = True
         # A stuck librdkafka call is not ours to interrupt: by default the process exits
@@ -109,23 +107,24 @@ class LedgerProcessor:
         self._next_offsets: dict[tuple[str, int], int] = {}
         # At-least-once exists only so the benchmark can show what transactions cost.
         self.exactly_once = settings.processing_guarantee != "at_least_once"
-        # Topic short name -> full name, for the hot loop.
+        # Topic short name -> full name and back, for the hot loop.
         self._topic = self.topics.all()
+        self._topic_key = {name: key for key, name in self._topic.items()}
         bootstrap = settings.bootstrap or "127.0.0.1:9092"
         self.consumer = Consumer(
             {
                 **kafka_client_config(settings, bootstrap),
                 "group.id": self.group,
-                "client.id": f"ledger-{instance}",
+                "client.id": f"{agent.name}-{instance}",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
-                # Range keeps partition p of commands and saga on one worker.
+                # Range keeps partition p of every input topic on one worker.
                 "partition.assignment.strategy": "range",
                 # Static membership: a restarted worker takes its old place without a
                 # rebalance, so a crash stalls only its own partitions, and briefly.
-                "group.instance.id": f"{settings.topic_prefix}ledger-{instance}",
+                "group.instance.id": f"{settings.topic_prefix}{agent.name}-{instance}",
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 120_000,
@@ -135,7 +134,7 @@ class LedgerProcessor:
         )
         producer_conf = {
             **kafka_client_config(settings, bootstrap),
-            "client.id": f"ledger-{instance}",
+            "client.id": f"{agent.name}-{instance}",
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": self.limits.transaction_linger_ms,
@@ -171,12 +170,12 @@ class LedgerProcessor:
         if self.exactly_once:
             self.producer.init_transactions(30)
         self.consumer.subscribe(
-            [self.topics.commands, self.topics.saga],
+            [self._topic[t] for t in self.agent.input_topics],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        log.info("ledger worker %d started (group %s)", self.instance, self.group)
+        log.info("%s worker %d started (group %s)", self.agent.name, self.instance, self.group)
         self.watchdog.start()
         try:
             while self._running and (max_batches is None or self.counters.batches < max_batches):
@@ -200,12 +199,12 @@ class LedgerProcessor:
         for store in self.stores.values():
             store.close()
         self.stores.clear()
-        log.info("ledger worker %d stopped: %s", self.instance, self.counters)
+        log.info("%s worker %d stopped: %s", self.agent.name, self.instance, self.counters)
 
     def _partition_count(self) -> int:
         md = self.consumer.list_topics(timeout=30)
         counts = {}
-        for key in ("commands", "saga", "ledger_state"):
+        for key in (*self.agent.input_topics, self.agent.changelog_topic):
             name = self._topic[key]
             if name not in md.topics or md.topics[name].error is not None:
                 raise FatalProcessorError(f"topic {name} is missing; run `paystream up`")
@@ -228,12 +227,15 @@ class LedgerProcessor:
         for p in sorted({tp.partition for tp in partitions}):
             if p not in self.stores:
                 self.stores[p] = PartitionStore(
-                    self.state_dir / f"p{p}", cache_entries_max=self.limits.state_cache_entries_max
+                    self.state_dir / f"p{p}",
+                    self.limits.state_cache_entries_max,
+                    self.agent.encode_state,
+                    self.agent.decode_state,
                 )
         self.counters.restored += restore(
             self.restorer,
             {p: self.stores[p] for p in {tp.partition for tp in partitions}},
-            self._topic["ledger_state"],
+            self._topic[self.agent.changelog_topic],
             batch_records_max=self.limits.restore_batch_records_max,
             timeout_s=self.limits.transaction_timeout_ms / 1000 + 60,
         )
@@ -288,7 +290,7 @@ class LedgerProcessor:
         # 2. Begin a transaction.
         if self.exactly_once:
             self.producer.begin_transaction()
-        overlay: dict[int, dict[str, m.State]] = {}
+        overlay: dict[int, dict[str, Any]] = {}
         offsets: dict[tuple[str, int], int] = {}
         for msg in msgs:
             err = msg.error()
@@ -299,24 +301,26 @@ class LedgerProcessor:
                     log.warning("consume error: %s", err)
                 continue
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-            # 3. Decode, load state, decide, evolve, produce events; local saga steps at once.
+            # 3. Decode, load state, decide, evolve, produce events; local steps at once.
             self._handle(msg, overlay)
         # 4. One changelog record per changed key.
         changelog_offsets: dict[int, int] = {}
+        changelog = self._topic[self.agent.changelog_topic]
+        encode_state = self.agent.encode_state
         for p, states in overlay.items():
             for key, state in states.items():
                 self._send(
-                    self._topic["ledger_state"],
+                    changelog,
                     encode_state(state),
                     key,
                     p,
                     on_delivery=_changelog_delivered(changelog_offsets, p),
                 )
         # 5. The offsets of every partition read or changed (see the module docstring).
-        saga = self._topic["saga"]
+        steps = self._topic[self.agent.step_topic]
         for p in overlay:
-            if (saga, p) not in offsets:
-                offsets[(saga, p)] = self._next_offsets[(saga, p)]
+            if (steps, p) not in offsets:
+                offsets[(steps, p)] = self._next_offsets[(steps, p)]
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         if self.exactly_once:
             with self.watchdog.guard("committing a transaction"):
@@ -341,16 +345,13 @@ class LedgerProcessor:
         self.counters.batches += 1
         self.counters.records += len(msgs)
 
-    def _handle(self, msg: Message, overlay: dict[int, dict[str, m.State]]) -> None:
+    def _handle(self, msg: Message, overlay: dict[int, dict[str, Any]]) -> None:
         p = msg.partition()
         ts = max(msg.timestamp()[1], 0) * 1000  # ms -> µs; the command's time in the log
         try:
             schema, record = self.codec.decode(msg.value() or b"")
-            if msg.topic() == self._topic["saga"]:
-                message: m.Message = to_saga_step(record)
-            else:
-                message = to_command(schema, record, ts)
-        except (DecodeError, BadRecord, KeyError, ValueError, TypeError) as exc:
+            message = self.agent.decode(self._topic_key[msg.topic()], schema, record, ts)
+        except (DecodeError, BadInput, KeyError, ValueError, TypeError) as exc:
             code = getattr(exc, "code", type(exc).__name__)
             self._dead_letter(msg, f"undecodable {msg.topic()} record: {exc}", str(code))
             return
@@ -363,15 +364,21 @@ class LedgerProcessor:
             return
         self._apply(message, p, overlay, ts // 1000)
 
-    def _apply(
-        self, first: m.Message, p: int, overlay: dict[int, dict[str, m.State]], ts_ms: int
-    ) -> None:
-        """Decide ``first`` and, in the same transaction, every saga step it leads to whose
-        key lives in a partition this worker owns; other steps go to the saga topic."""
-        work: list[tuple[m.Message, int]] = [(first, p)]
+    def _apply(self, first: Any, p: int, overlay: dict[int, dict[str, Any]], ts_ms: int) -> None:
+        """Decide ``first`` and, in the same transaction, every step it leads to whose key
+        lives in a partition this worker owns; other steps go to the step topic."""
+        work: list[tuple[Any, int]] = [(first, p)]
         stores = self.stores
         produce = self._produce
         n = self._partitions
+        agent = self.agent
+        decide, evolve, direct_step, records = (
+            agent.decide,
+            agent.evolve,
+            agent.direct_step,
+            agent.records,
+        )
+        step_topic = agent.step_topic
         while work:
             message, p = work.pop()
             key = message.key
@@ -385,23 +392,23 @@ class LedgerProcessor:
             events = decide(state, message)
             if not events:
                 continue
-            new_state = evolve_all(state, events)
+            new_state = evolve(state, events)
             if new_state is not None and new_state is not state:
                 states[key] = new_state
             for event in events:
-                step = transfer_step(event)
+                step = direct_step(event)
                 if step is not None and (q := partition_for(step.key, n)) in stores:
-                    # The hot path: a transfer's next step, on this worker, without its record.
+                    # The hot path: the next step, on this worker, without its record.
                     work.append((step, q))
                     self.counters.local_steps += 1
-                    outs = to_records(event, transfer_steps=False)
+                    outs = records(event, True)
                 else:
-                    outs = to_records(event)
+                    outs = records(event, False)
                 for out in outs:
-                    if out.topic == "saga":
+                    if out.topic == step_topic:
                         q = partition_for(out.key, n)
                         if q in stores:
-                            work.append((to_saga_step(out.record), q))
+                            work.append((agent.decode_step(out.record), q))
                             self.counters.local_steps += 1
                             continue
                     produce(out.topic, out.schema, out.key, out.record, ts_ms)
@@ -474,3 +481,15 @@ def _changelog_delivered(offsets: dict[int, int], p: int) -> Callable[[Any, Mess
             offsets[p] = max(offsets.get(p, 0), msg.offset() + 1)
 
     return cb
+
+
+def ledger_processor(
+    settings: Settings,
+    instance: int,
+    state_dir: Path | None = None,
+    on_stall: Callable[[str], None] | None = None,
+) -> Processor:
+    """A ledger worker: the processor running the ledger's accounts."""
+    from streams.ledger_agent import LedgerAgent
+
+    return Processor(LedgerAgent(), settings, instance, state_dir, on_stall)

@@ -9,31 +9,16 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from streams.agent import TS_MAX, BadInput, Out
 from streams.ledger import model as m
 from streams.ledger.model import is_system_account
 from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
 from streams.ledger.rejections import Rejection
 
-
-class BadRecord(ValueError):
-    """A decodable record that still cannot become a domain message."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class Out:
-    """One record to produce: topic key (short name), Avro schema, partition key, value."""
-
-    topic: str
-    schema: str
-    key: str
-    record: dict[str, Any]
+# A record that cannot become a domain message: the processor dead-letters it with its code.
+BadRecord = BadInput
 
 
 def digest_of(schema: str, record: dict[str, Any]) -> str:
@@ -58,8 +43,6 @@ _COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
     "UnrelateAccounts": ("command_id", "account", "related"),
 }
 _NULLABLE = frozenset({"reason"})
-# Every ``ts`` is microseconds in an Avro long: a later log time could never be written out.
-TS_MAX = (1 << 63) - 1
 # What format_amount writes (saga steps carry amounts the ledger formatted itself).
 _SIGNED_AMOUNT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,18})?\Z")
 

@@ -1,4 +1,4 @@
-"""Local state of the ledger agents: one rocksdict per input partition, rebuilt from a changelog.
+"""Local state of an agent (ledger, payments): one rocksdict per input partition, rebuilt from a changelog.
 
 The compacted changelog topic is the truth; rocksdict is a cache of it that survives restarts.
 Each store keeps, atomically with its values, the changelog offset it has applied up to (its
@@ -12,18 +12,19 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
 from base.kafka import watermarks
 from streams.errors import FatalProcessorError
-from streams.ledger.model import State
-from streams.records import decode_state, encode_state
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
 
 _CHECKPOINT = b"\x00changelog-next-offset"
 
@@ -41,27 +42,38 @@ def _options() -> Options:
     return opt
 
 
-class PartitionStore:
-    """State of one partition: key -> state, plus the next changelog offset to apply."""
+class PartitionStore(Generic[S]):
+    """State of one partition: key -> state, plus the next changelog offset to apply.
 
-    def __init__(self, path: Path, cache_entries_max: int) -> None:
+    States are the agent's own type; ``encode``/``decode`` turn them into changelog bytes.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        cache_entries_max: int,
+        encode: Callable[[S], bytes],
+        decode: Callable[[bytes], S],
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = Rdict(str(path), options=_options())
-        self._cache: dict[str, State | None] = {}
+        self._cache: dict[str, S | None] = {}
         self._cache_max = cache_entries_max
+        self._encode = encode
+        self._decode = decode
 
-    def get(self, key: str) -> State | None:
+    def get(self, key: str) -> S | None:
         try:
             return self._cache[key]
         except KeyError:
             pass
         raw = self._db.get(key.encode())
-        state = None if raw is None else decode_state(raw)
+        state = None if raw is None else self._decode(raw)
         self._remember(key, state)
         return state
 
-    def _remember(self, key: str, state: State | None) -> None:
+    def _remember(self, key: str, state: S | None) -> None:
         if len(self._cache) >= self._cache_max:
             # Drop the oldest entry (dicts keep insertion order): bounded, and cheap.
             self._cache.pop(next(iter(self._cache)))
@@ -72,11 +84,11 @@ class PartitionStore:
         raw = self._db.get(_CHECKPOINT)
         return 0 if raw is None else int(raw)
 
-    def apply(self, states: dict[str, State], next_offset: int | None) -> None:
+    def apply(self, states: dict[str, S], next_offset: int | None) -> None:
         """Write committed states and the checkpoint in one atomic batch."""
         wb = WriteBatch(raw_mode=True)
         for key, state in states.items():
-            wb.put(key.encode(), encode_state(state))
+            wb.put(key.encode(), self._encode(state))
             self._cache[key] = state
         if next_offset is not None:
             wb.put(_CHECKPOINT, str(next_offset).encode())
@@ -94,10 +106,10 @@ class PartitionStore:
         wb.put(_CHECKPOINT, str(next_offset).encode())
         self._db.write(wb)
 
-    def items(self) -> Iterator[tuple[str, State]]:
+    def items(self) -> Iterator[tuple[str, S]]:
         for k, v in self._db.items():
             if k != _CHECKPOINT:
-                yield k.decode(), decode_state(v)
+                yield k.decode(), self._decode(v)
 
     def close(self) -> None:
         self._db.close()
@@ -109,7 +121,7 @@ class PartitionStore:
 
 def restore(
     consumer: Consumer,
-    stores: dict[int, PartitionStore],
+    stores: dict[int, PartitionStore[Any]],
     topic: str,
     *,
     batch_records_max: int,

@@ -29,6 +29,8 @@ def _has_non_flat_field(schema: dict[str, Any]) -> bool:
     """Arrays (Alert, PaymentAttempt) and booleans (payment events) go to fastavro."""
     text = json.dumps([f["type"] for f in schema["fields"]])
     return '"array"' in text or '"boolean"' in text
+
+
 # Records the hand-written fast codec takes (flat ones); Alert has arrays and goes to fastavro.
 FLAT = {name: s for name, s in CURRENT.items() if not _has_non_flat_field(s)}
 
