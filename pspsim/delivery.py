@@ -39,7 +39,10 @@ class Deliverer:
                 while True:
                     free = self.limits.webhook_concurrency - len(self._inflight)
                     if free > 0:
-                        for e in self.store.due_events(time.time(), free + len(self._inflight)):
+                        due = self.store.due_events(
+                            list(self.secrets), time.time(), free + len(self._inflight)
+                        )
+                        for e in due:
                             if e.event_id not in self._inflight:
                                 self._spawn(self._attempt(e), e.event_id)
                     self._wake.clear()
@@ -70,6 +73,13 @@ class Deliverer:
         self._spawn(later())
 
     async def _attempt(self, e: EventRow) -> None:
+        try:
+            await self._attempt_once(e)
+        except Exception:
+            # Left pending: the next poll tries again.
+            log.exception("webhook %s: recording the attempt failed", e.event_id)
+
+    async def _attempt_once(self, e: EventRow) -> None:
         ok = await self._post(e, redelivery=False, tamper=False)
         attempts = e.attempts + 1
         with self.store.tx():
@@ -100,7 +110,8 @@ class Deliverer:
             async with self._session.post(e.url, data=e.body.encode(), headers=headers) as resp:
                 await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except Exception as exc:
+            # Any URL, any receiver: whatever goes wrong is a failed attempt, not a crash.
             error = f"{type(exc).__name__}: {exc}"[:500]
         ok = status is not None and 200 <= status < 300
         with self.store.tx():

@@ -276,11 +276,13 @@ class Store:
             )
         return [EventRow(**dict(x)) for x in r.fetchall()]
 
-    def due_events(self, now_s: float, limit: int) -> list[EventRow]:
+    def due_events(self, psps: list[str], now_s: float, limit: int) -> list[EventRow]:
+        """Events of these PSPs due for a delivery attempt (a process serves only some)."""
+        marks = ", ".join("?" * len(psps))
         r = self.db.execute(
-            "SELECT * FROM events WHERE state = 'pending' AND next_attempt <= ?"
-            " ORDER BY next_attempt, rowid LIMIT ?",
-            (now_s, limit),
+            f"SELECT * FROM events WHERE state = 'pending' AND next_attempt <= ?"
+            f" AND psp IN ({marks}) ORDER BY next_attempt, rowid LIMIT ?",
+            (now_s, *psps, limit),
         )
         return [EventRow(**dict(x)) for x in r.fetchall()]
 
