@@ -15,6 +15,10 @@ class Limits:
     merchant_reference_max_chars: int = 128
     instrument_max_chars: int = 256
     webhook_url_max_chars: int = 2048
+    # direction, currency, payment_option: checked against their sets; this bounds the echo.
+    enum_field_max_chars: int = 32
+    # Error texts we store or send back (exception messages can be long).
+    error_text_max_chars: int = 500
     # 10^15 minor units: far above any real payment, far below sqlite's 2^63.
     amount_max_minor: int = 10**15
     amount_max_chars: int = 32

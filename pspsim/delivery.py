@@ -112,7 +112,7 @@ class Deliverer:
                 status = resp.status
         except Exception as exc:
             # Any URL, any receiver: whatever goes wrong is a failed attempt, not a crash.
-            error = f"{type(exc).__name__}: {exc}"[:500]
+            error = f"{type(exc).__name__}: {exc}"[: self.limits.error_text_max_chars]
         ok = status is not None and 200 <= status < 300
         with self.store.tx():
             self.store.insert_delivery(

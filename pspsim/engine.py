@@ -87,15 +87,15 @@ class PspEngine:
             raise bad_request("invalid_body", "the body must be a JSON object")
         lim = self.limits
         reference = _string(body, "merchant_reference", lim.merchant_reference_max_chars)
-        direction = _string(body, "direction", 16)
+        direction = _string(body, "direction", lim.enum_field_max_chars)
         if direction not in DIRECTIONS:
             raise bad_request("invalid_field", "direction must be pay_in or pay_out", "direction")
-        currency = _string(body, "currency", 8)
+        currency = _string(body, "currency", lim.enum_field_max_chars)
         if currency not in self.spec.currencies:
             raise bad_request(
                 "unsupported_currency", f"{self.name} does not take {currency}", "currency"
             )
-        option = _string(body, "payment_option", 32)
+        option = _string(body, "payment_option", lim.enum_field_max_chars)
         if option not in self.spec.payment_options:
             raise bad_request(
                 "unsupported_payment_option",

@@ -49,7 +49,8 @@ async def read_json(request: web.Request, limits: Limits) -> object:
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        raise bad_request("invalid_json", f"the body is not valid JSON: {e}"[:300]) from None
+        text = f"the body is not valid JSON: {e}"[: limits.error_text_max_chars]
+        raise bad_request("invalid_json", text) from None
 
 
 def _number(body: dict[str, object], name: str, low: float, high: float) -> float:
