@@ -92,12 +92,11 @@ def test_kill9_loses_nothing(sim: Simulator, receiver: WebhookReceiver) -> None:
     assert http.post(f"{sim.url('bankco')}/v1/tokens/{late}/execute").status_code == 202
     sim.kill9()
     time.sleep(5.1)  # past the longest delay (5 s)
-    started = time.monotonic()
     sim.start()
+    # Due already: completed by the first polls (every 0.1 s), not a fresh 2..5 s later.
     wait_until(
-        lambda: view(http, sim, "bankco", late)["status"] == "succeeded", 5, "late completion"
+        lambda: view(http, sim, "bankco", late)["status"] == "succeeded", 1.5, "late completion"
     )
-    assert time.monotonic() - started < 3
     assert charges(http, sim, "bankco") == {"k-bank": 1, "k-late": 1}
     assert charges(http, sim, "cardco") == {"k-card": 1}
     http.close()
