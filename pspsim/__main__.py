@@ -1,0 +1,5 @@
+import sys
+
+from pspsim.cli import main
+
+sys.exit(main())
