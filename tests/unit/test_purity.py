@@ -1,14 +1,21 @@
-"""The ledger core imports nothing from Kafka, RocksDB, faust or any other adapter."""
+"""The pure cores (ledger, payments) import nothing from Kafka, RocksDB, faust, HTTP or any
+other adapter."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 import streams.ledger
+import streams.payments
 
 CORE = Path(streams.ledger.__file__).parent
+PAYMENTS_CORE = Path(streams.payments.__file__).parent
 ALLOWED_TOP_LEVEL = {"__future__", "dataclasses", "enum", "typing", "collections", "functools"}
+# The payments core may also use the ledger's pure error type and stdlib dates and decimals.
+PAYMENTS_ALLOWED = {*ALLOWED_TOP_LEVEL, "datetime", "decimal", "streams.ledger.errors"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -27,6 +34,20 @@ def test_core_imports_only_the_standard_library_it_needs() -> None:
     for path in files:
         for name in _imports(path):
             assert name.split(".")[0] in ALLOWED_TOP_LEVEL, f"{path.name} imports {name}"
+
+
+def test_payments_core_imports_only_pure_modules() -> None:
+    files = sorted(PAYMENTS_CORE.glob("*.py"))
+    assert len(files) >= 7
+    for path in files:
+        for name in _imports(path):
+            allowed = name in PAYMENTS_ALLOWED or name.split(".")[0] in PAYMENTS_ALLOWED
+            assert allowed, f"payments/{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("module", ["fastapi", "httpx", "confluent_kafka.admin"])
+def test_payments_check_refuses_adapters(module: str) -> None:
+    assert module not in PAYMENTS_ALLOWED and module.split(".")[0] not in PAYMENTS_ALLOWED
 
 
 def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
