@@ -56,6 +56,8 @@ def copy_loop(settings, n: int, size: int, batch: int) -> dict:  # type: ignore[
             "bootstrap.servers": settings.bootstrap,
             "transactional.id": settings.topic_prefix + "baseline",
             "linger.ms": Limits().transaction_linger_ms,
+            "retry.backoff.ms": Limits().transaction_retry_backoff_ms,
+            "retry.backoff.max.ms": Limits().transaction_retry_backoff_max_ms,
             "compression.type": "lz4",
             "batch.num.messages": 10_000,
         }

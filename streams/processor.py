@@ -138,6 +138,8 @@ class Processor:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": self.limits.transaction_linger_ms,
+            "retry.backoff.ms": self.limits.transaction_retry_backoff_ms,
+            "retry.backoff.max.ms": self.limits.transaction_retry_backoff_max_ms,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": self.limits.producer_queue_records_max,
             "compression.type": "lz4",
