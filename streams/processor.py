@@ -77,6 +77,68 @@ class Counters:
     started_at: float = field(default_factory=time.monotonic)
 
 
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """The processor's three Kafka clients (a deterministic simulation passes fakes)."""
+
+    consumer: Any  # the group member reading the inputs
+    producer: Any  # the transactional producer
+    restorer: Any  # reads the changelog on assignment
+
+
+def kafka_clients(settings: Settings, agent_name: str, group: str, instance: int) -> Clients:
+    limits = settings.limits
+    bootstrap = settings.bootstrap or "127.0.0.1:9092"
+    consumer = Consumer(
+        {
+            **kafka_client_config(settings, bootstrap),
+            "group.id": group,
+            "client.id": f"{agent_name}-{instance}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            # Range keeps partition p of every input topic on one worker.
+            "partition.assignment.strategy": "range",
+            # Static membership: a restarted worker takes its old place without a
+            # rebalance, so a crash stalls only its own partitions, and briefly.
+            "group.instance.id": f"{settings.topic_prefix}{agent_name}-{instance}",
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 120_000,
+            "fetch.wait.max.ms": 10,
+            "queued.max.messages.kbytes": 32768,
+        }
+    )
+    producer_conf = {
+        **kafka_client_config(settings, bootstrap),
+        "client.id": f"{agent_name}-{instance}",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": limits.transaction_linger_ms,
+        "retry.backoff.ms": limits.transaction_retry_backoff_ms,
+        "retry.backoff.max.ms": limits.transaction_retry_backoff_max_ms,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": limits.producer_queue_records_max,
+        "compression.type": "lz4",
+        "transaction.timeout.ms": limits.transaction_timeout_ms,
+    }
+    if settings.processing_guarantee != "at_least_once":
+        producer_conf["transactional.id"] = f"{group}-{instance}"
+    restorer = Consumer(
+        {
+            **kafka_client_config(settings, bootstrap),
+            "group.id": f"{group}-restore-{instance}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+            "queued.max.messages.kbytes": 16384,
+        }
+    )
+    return Clients(consumer, Producer(producer_conf), restorer)
+
+
 class Processor:
     def __init__(
         self,
@@ -85,6 +147,7 @@ class Processor:
         instance: int,
         state_dir: Path | None = None,
         on_stall: Callable[[str], None] | None = None,
+        clients: Clients | None = None,
     ) -> None:
         self.agent = agent
         self.settings = settings
@@ -110,55 +173,10 @@ class Processor:
         # Topic short name -> full name and back, for the hot loop.
         self._topic = self.topics.all()
         self._topic_key = {name: key for key, name in self._topic.items()}
-        bootstrap = settings.bootstrap or "127.0.0.1:9092"
-        self.consumer = Consumer(
-            {
-                **kafka_client_config(settings, bootstrap),
-                "group.id": self.group,
-                "client.id": f"{agent.name}-{instance}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                # Range keeps partition p of every input topic on one worker.
-                "partition.assignment.strategy": "range",
-                # Static membership: a restarted worker takes its old place without a
-                # rebalance, so a crash stalls only its own partitions, and briefly.
-                "group.instance.id": f"{settings.topic_prefix}{agent.name}-{instance}",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "max.poll.interval.ms": 120_000,
-                "fetch.wait.max.ms": 10,
-                "queued.max.messages.kbytes": 32768,
-            }
-        )
-        producer_conf = {
-            **kafka_client_config(settings, bootstrap),
-            "client.id": f"{agent.name}-{instance}",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": self.limits.transaction_linger_ms,
-            "retry.backoff.ms": self.limits.transaction_retry_backoff_ms,
-            "retry.backoff.max.ms": self.limits.transaction_retry_backoff_max_ms,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": self.limits.producer_queue_records_max,
-            "compression.type": "lz4",
-            "transaction.timeout.ms": self.limits.transaction_timeout_ms,
-        }
-        if self.exactly_once:
-            producer_conf["transactional.id"] = f"{self.group}-{instance}"
-        self.producer = Producer(producer_conf)
-        self.restorer = Consumer(
-            {
-                **kafka_client_config(settings, bootstrap),
-                "group.id": f"{self.group}-restore-{instance}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 10,
-                "queued.max.messages.kbytes": 16384,
-            }
-        )
+        clients = clients or kafka_clients(settings, agent.name, self.group, instance)
+        self.consumer = clients.consumer
+        self.producer = clients.producer
+        self.restorer = clients.restorer
 
     # --- lifecycle ---
 
