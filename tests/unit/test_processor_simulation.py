@@ -79,7 +79,7 @@ def _workload(seed: int) -> list[list[dict[str, Any]]]:
     )
     transfers = []
     for n in range(60):
-        (fa, fc), (ta, tc) = rng.sample(accts, 2)
+        (fa, fc), (ta, _) = rng.sample(accts, 2)
         # Small enough that no order of these can overdraw: every outcome is order-free.
         amount = str(rng.randint(1, 9)) if fc == "JPY" else f"{rng.randint(1, 99) / 100:.2f}"
         transfers.append(
