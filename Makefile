@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv and install paystream with its dev tools
 
 kafka: $(STAMP) ## fetch the Apache Kafka jars from Maven Central into var/kafka/libs
-	$(BIN)/python -c 'from ops.kafka import ensure_jars; print(ensure_jars())'
+	$(BIN)/python -c "from base.config import kafka_libs_dir, load_settings; from ops.kafka import ensure_jars; print(ensure_jars(kafka_libs_dir(load_settings())))"
 
 run: kafka ## bring up the embedded stack, send the demo workload, print a summary
 	$(PAYSTREAM) up
