@@ -49,10 +49,10 @@ unit: $(STAMP) ## unit tests only (no broker)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 soak: kafka ## chaos soak: 100k transfers + every command type, 24 kill -9 and a broker restart, verified (SOAK_ARGS=--help)
-	$(BIN)/python -m paystream.soak $(SOAK_ARGS)
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 chaos: kafka ## the soak, then the other chaos tests (kill -9 of workers in 50k transfers, 3-broker failover)
-	@$(BIN)/python -m paystream.soak $(SOAK_ARGS); soak=$$?; \
+	@$(BIN)/python -m tests.soak $(SOAK_ARGS); soak=$$?; \
 	$(BIN)/pytest -m chaos -v --deselect tests/chaos/test_soak.py $(PYTEST_ARGS); tests=$$?; \
 	exit $$(( soak || tests ))
 
