@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from schemas import catalogue
 from streams.ledger import model as m
 from streams.ledger.model import is_system_account
 from streams.ledger.money import CURRENCY_EXPONENTS, format_amount, parse_signed
@@ -45,19 +46,13 @@ def digest_of(schema: str, record: dict[str, Any]) -> str:
 # --- In: Avro command records -> domain commands ---
 
 
-_ID_FIELDS = ("command_id", "account", "user", "from", "to", "related", "currency")
-# Each command schema's string fields; only ``reason`` may be null.
+# Each command schema's string fields, which may be null, which are ids: from the Avro
+# schemas (schemas/catalogue.py).
+_ID_FIELDS = tuple(f for f in catalogue.all_fields() if f in catalogue.fields_of_kind(catalogue.ID))
 _COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
-    "Transfer": ("command_id", "from", "to", "amount"),
-    "Deposit": ("command_id", "account", "amount"),
-    "Withdraw": ("command_id", "account", "amount"),
-    "OpenAccount": ("command_id", "account", "user", "currency"),
-    "BlockAccount": ("command_id", "account", "reason"),
-    "UnblockAccount": ("command_id", "account", "reason"),
-    "RelateAccounts": ("command_id", "account", "related", "kind"),
-    "UnrelateAccounts": ("command_id", "account", "related"),
+    t.schema: t.fields for t in catalogue.command_types().values()
 }
-_NULLABLE = frozenset({"reason"})
+_NULLABLE = frozenset(f for t in catalogue.command_types().values() for f in t.optional)
 # Every ``ts`` is microseconds in an Avro long: a later log time could never be written out.
 TS_MAX = (1 << 63) - 1
 # What format_amount writes (saga steps carry amounts the ledger formatted itself).
