@@ -70,10 +70,11 @@ fuzz: $(STAMP) ## atheris on the JSON and Avro decoders, FUZZ_SECONDS each (skip
 		echo "fuzz: atheris is not installed, skipping ($(BIN)/pip install atheris)"; \
 	fi
 
-check: $(STAMP) ## ruff (lint + format check) and mypy strict on the core
+check: $(STAMP) ## ruff (lint + format check), mypy strict, and the import layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
