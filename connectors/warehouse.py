@@ -82,7 +82,9 @@ def migration_files() -> list[tuple[int, str, str]]:
 def statements(sql: str) -> list[str]:
     """Split a migration into statements at ';' outside quotes, dropping -- comment lines."""
     text = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
-    out, buf, quote = [], [], ""
+    out: list[str] = []
+    buf: list[str] = []
+    quote = ""
     for ch in text:
         if quote:
             if ch == quote:

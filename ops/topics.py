@@ -22,7 +22,10 @@ def ensure_topics(
     security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create missing topics (idempotent). Returns the names created."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: not in __all__
+        AdminClient,
+        NewTopic,
+    )
 
     admin = AdminClient(_client_config(bootstrap, security))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
@@ -52,7 +55,9 @@ def ensure_topics(
     return created
 
 
-def _client_config(bootstrap: str, security: KafkaSecurity | None) -> dict[str, str]:
+def _client_config(
+    bootstrap: str, security: KafkaSecurity | None
+) -> dict[str, str | int | float | bool]:
     if security is None:
         # Only for a caller that passes no security (paystream/cli.py's `topics` verb, until
         # it passes its settings' kafka_security): the process's PAYSTREAM_KAFKA_* settings.
@@ -95,7 +100,11 @@ def topic_drift(
     security: KafkaSecurity | None = None,
 ) -> list[Drift]:
     """Compare declared topics with the broker's actual configuration."""
-    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its __all__
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
 
     admin = AdminClient(_client_config(bootstrap, security))
     md = admin.list_topics(timeout=30)
