@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka run demo test unit integration soak chaos bench check lint format up down status clean fuzz
+.PHONY: help venv kafka run demo test unit integration soak chaos bench check format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -42,11 +42,14 @@ down: ## stop what `up` started (data is kept)
 status: ## show the broker and every process
 	$(PAYSTREAM) status
 
-test: kafka ## unit + integration tests (real Kafka broker on free ports), no chaos
+test: kafka check ## make check, then unit + integration tests (real Kafka broker on free ports), no chaos
 	$(BIN)/pytest -m 'not chaos' $(PYTEST_ARGS)
 
-unit: $(STAMP) ## unit tests only (no broker)
+unit: $(STAMP) ## unit tests only (no broker; under 2 minutes)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: kafka ## integration tests only (real Kafka broker, chDB, HTTP servers), no chaos
+	$(BIN)/pytest tests/integration -m 'not chaos' $(PYTEST_ARGS)
 
 soak: kafka ## chaos soak: 100k transfers + every command type, 24 kill -9 and a broker restart, verified (SOAK_ARGS=--help)
 	$(BIN)/python -m tests.soak $(SOAK_ARGS)
