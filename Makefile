@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka run demo test unit integration soak chaos bench check format up down status clean fuzz
+.PHONY: help venv kafka run demo test unit integration soak chaos bench check openapi format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ check: $(STAMP) ## ruff (lint + format check), mypy strict, and the import layer
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+openapi: $(STAMP) ## write the read side's OpenAPI document (streams/readside/openapi.json) after its views change
+	$(BIN)/python -c "import json, pathlib; from streams.readside.app import openapi_document; pathlib.Path('streams/readside/openapi.json').write_text(json.dumps(openapi_document(), indent=2) + '\n')"
 
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .
