@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka run demo test unit integration soak chaos bench check lint format up down status clean fuzz
+.PHONY: help venv kafka run demo test unit integration soak chaos bench check openapi format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## create .venv and install paystream with its dev tools
 
 kafka: $(STAMP) ## fetch the Apache Kafka jars from Maven Central into var/kafka/libs
-	$(BIN)/python -c 'from ops.kafka import ensure_jars; print(ensure_jars())'
+	$(BIN)/python -c "from base.config import kafka_libs_dir, load_settings; from ops.kafka import ensure_jars; print(ensure_jars(kafka_libs_dir(load_settings())))"
 
 run: kafka ## bring up the embedded stack, send the demo workload, print a summary
 	$(PAYSTREAM) up
@@ -42,17 +42,20 @@ down: ## stop what `up` started (data is kept)
 status: ## show the broker and every process
 	$(PAYSTREAM) status
 
-test: kafka ## unit + integration tests (real Kafka broker on free ports), no chaos
+test: kafka check ## make check, then unit + integration tests (real Kafka broker on free ports), no chaos
 	$(BIN)/pytest -m 'not chaos' $(PYTEST_ARGS)
 
-unit: $(STAMP) ## unit tests only (no broker)
+unit: $(STAMP) ## unit tests only (no broker; under 2 minutes)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+integration: kafka ## integration tests only (real Kafka broker, chDB, HTTP servers), no chaos
+	$(BIN)/pytest tests/integration -m 'not chaos' $(PYTEST_ARGS)
+
 soak: kafka ## chaos soak: 100k transfers + every command type, 24 kill -9 and a broker restart, verified (SOAK_ARGS=--help)
-	$(BIN)/python -m paystream.soak $(SOAK_ARGS)
+	$(BIN)/python -m tests.soak $(SOAK_ARGS)
 
 chaos: kafka ## the soak, then the other chaos tests (kill -9 of workers in 50k transfers, 3-broker failover)
-	@$(BIN)/python -m paystream.soak $(SOAK_ARGS); soak=$$?; \
+	@$(BIN)/python -m tests.soak $(SOAK_ARGS); soak=$$?; \
 	$(BIN)/pytest -m chaos -v --deselect tests/chaos/test_soak.py $(PYTEST_ARGS); tests=$$?; \
 	exit $$(( soak || tests ))
 
@@ -70,10 +73,14 @@ fuzz: $(STAMP) ## atheris on the JSON and Avro decoders, FUZZ_SECONDS each (skip
 		echo "fuzz: atheris is not installed, skipping ($(BIN)/pip install atheris)"; \
 	fi
 
-check: $(STAMP) ## ruff (lint + format check) and mypy strict on the core
+check: $(STAMP) ## ruff (lint + format check), mypy strict, and the import layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+openapi: $(STAMP) ## write the read side's OpenAPI document (streams/readside/openapi.json) after its views change
+	$(BIN)/python -c "import json, pathlib; from streams.readside.app import openapi_document; pathlib.Path('streams/readside/openapi.json').write_text(json.dumps(openapi_document(), indent=2) + '\n')"
 
 format: $(STAMP) ## format the code
 	$(BIN)/ruff format .

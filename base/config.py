@@ -1,8 +1,10 @@
 """Settings and limits, in one place.
 
 Every queue, batch, retry and memory has its limit here, named with its unit last.
-Settings come from environment variables (``PAYSTREAM_*``) so that the CLI, the workers
-and the tests all see the same values; nothing is read at import time.
+Settings come from environment variables (``PAYSTREAM_*``), read once by
+:func:`load_settings` at a process's entry point and passed down from there; nothing is read
+at import time. :func:`settings_env` is the inverse: the environment that makes a child
+process load the same settings.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "3.9.1"
+DEFAULT_WAREHOUSE_PORT = 8123
+DEFAULT_READSIDE_PORT = 6066
+DEFAULT_DETECTOR_MAX_HOPS = 4
+DEFAULT_DETECTOR_WINDOW_S = 7 * 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +118,7 @@ class KafkaSecurity:
         return conf
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> KafkaSecurity:
-        env = dict(os.environ if env is None else env)
+    def from_env(env: Mapping[str, str]) -> KafkaSecurity:
         return KafkaSecurity(
             protocol=env.get("PAYSTREAM_KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT",
             sasl_mechanism=env.get("PAYSTREAM_KAFKA_SASL_MECHANISM") or None,
@@ -137,6 +143,19 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # The bearer token of the state-changing HTTP endpoints; None: $PAYSTREAM_HOME/api-token.
     api_token: str | None = field(default=None, repr=False)
+    # The embedded warehouse's ClickHouse HTTP port and the read side's web port (127.0.0.1).
+    warehouse_port: int = DEFAULT_WAREHOUSE_PORT
+    readside_port: int = DEFAULT_READSIDE_PORT
+    # The related-transfer detector's search bounds (checked by streams.detector.graph).
+    detector_max_hops: int = DEFAULT_DETECTOR_MAX_HOPS
+    detector_window_s: float = DEFAULT_DETECTOR_WINDOW_S
+    # The read side's table writer: "bulk" (batched) or "plain" (faust's own, for benchmarks).
+    readside_writer: str = "bulk"
+    log_level: str = "INFO"
+    # Tests set it so that a process whose parent died (an aborted test run) ends too.
+    exit_with_parent: bool = False
+    # Where the Kafka jars are (fetched by `make kafka`); None: var/kafka/libs in the checkout.
+    kafka_libs: Path | None = None
 
     @property
     def var(self) -> Path:
@@ -151,21 +170,72 @@ def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
+DEFAULT_KAFKA_LIBS = _repo_root() / "var" / "kafka" / "libs"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of this process: ``env`` (default: the process's environment) read once."""
     env = dict(os.environ if env is None else env)
     home = Path(env.get("PAYSTREAM_HOME") or (_repo_root() / "var")).resolve()
+    libs = env.get("PAYSTREAM_KAFKA_LIBS")
     return Settings(
         home=home,
         bootstrap=env.get("PAYSTREAM_BOOTSTRAP") or None,
         topic_prefix=env.get("PAYSTREAM_TOPIC_PREFIX", ""),
-        partitions=int(env.get("PAYSTREAM_PARTITIONS", "12")),
-        brokers=int(env.get("PAYSTREAM_BROKERS", "1")),
-        broker_port_base=int(env.get("PAYSTREAM_BROKER_PORT", "9092")),
+        partitions=int(env.get("PAYSTREAM_PARTITIONS") or 12),
+        brokers=int(env.get("PAYSTREAM_BROKERS") or 1),
+        broker_port_base=int(env.get("PAYSTREAM_BROKER_PORT") or 9092),
         clickhouse_dsn=env.get("PAYSTREAM_CLICKHOUSE_DSN") or None,
-        processing_guarantee=env.get("PAYSTREAM_PROCESSING_GUARANTEE", "exactly_once"),
+        processing_guarantee=env.get("PAYSTREAM_PROCESSING_GUARANTEE") or "exactly_once",
         kafka_security=KafkaSecurity.from_env(env),
         api_token=env.get("PAYSTREAM_API_TOKEN") or None,
+        warehouse_port=int(env.get("PAYSTREAM_WAREHOUSE_PORT") or DEFAULT_WAREHOUSE_PORT),
+        readside_port=int(env.get("PAYSTREAM_READSIDE_PORT") or DEFAULT_READSIDE_PORT),
+        detector_max_hops=int(env.get("PAYSTREAM_DETECTOR_MAX_HOPS") or DEFAULT_DETECTOR_MAX_HOPS),
+        detector_window_s=float(
+            env.get("PAYSTREAM_DETECTOR_WINDOW_S") or DEFAULT_DETECTOR_WINDOW_S
+        ),
+        readside_writer=env.get("PAYSTREAM_READSIDE_WRITER") or "bulk",
+        log_level=(env.get("PAYSTREAM_LOG_LEVEL") or "INFO").upper(),
+        exit_with_parent=env.get("PAYSTREAM_EXIT_WITH_PARENT", "") not in ("", "0"),
+        kafka_libs=Path(libs).expanduser().resolve() if libs else None,
     )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``PAYSTREAM_*`` environment from which :func:`load_settings` reads ``settings``
+    back: what a child process is given. Every variable is set, an empty one for "none", so
+    nothing the parent happened to inherit leaks into the child's settings."""
+    sec = settings.kafka_security
+    return {
+        "PAYSTREAM_HOME": str(settings.home),
+        "PAYSTREAM_BOOTSTRAP": settings.bootstrap or "",
+        "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "PAYSTREAM_PARTITIONS": str(settings.partitions),
+        "PAYSTREAM_BROKERS": str(settings.brokers),
+        "PAYSTREAM_BROKER_PORT": str(settings.broker_port_base),
+        "PAYSTREAM_CLICKHOUSE_DSN": settings.clickhouse_dsn or "",
+        "PAYSTREAM_PROCESSING_GUARANTEE": settings.processing_guarantee,
+        "PAYSTREAM_KAFKA_SECURITY_PROTOCOL": sec.protocol,
+        "PAYSTREAM_KAFKA_SASL_MECHANISM": sec.sasl_mechanism or "",
+        "PAYSTREAM_KAFKA_SASL_USERNAME": sec.sasl_username or "",
+        "PAYSTREAM_KAFKA_SASL_PASSWORD": sec.sasl_password or "",
+        "PAYSTREAM_KAFKA_SSL_CA_LOCATION": sec.ssl_ca_location or "",
+        "PAYSTREAM_API_TOKEN": settings.api_token or "",
+        "PAYSTREAM_WAREHOUSE_PORT": str(settings.warehouse_port),
+        "PAYSTREAM_READSIDE_PORT": str(settings.readside_port),
+        "PAYSTREAM_DETECTOR_MAX_HOPS": str(settings.detector_max_hops),
+        "PAYSTREAM_DETECTOR_WINDOW_S": repr(settings.detector_window_s),
+        "PAYSTREAM_READSIDE_WRITER": settings.readside_writer,
+        "PAYSTREAM_LOG_LEVEL": settings.log_level,
+        "PAYSTREAM_EXIT_WITH_PARENT": "1" if settings.exit_with_parent else "",
+        "PAYSTREAM_KAFKA_LIBS": str(settings.kafka_libs or ""),
+    }
+
+
+def kafka_libs_dir(settings: Settings) -> Path:
+    """Where the Kafka jars are: ``PAYSTREAM_KAFKA_LIBS``, else var/kafka/libs in the checkout."""
+    return settings.kafka_libs or DEFAULT_KAFKA_LIBS
 
 
 def kafka_client_config(settings: Settings, bootstrap: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -25,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka.admin import AdminClient
 
-from base.config import Settings
+from base.config import Settings, load_settings
+from base.logs import configure_logging
 from ops.topics import ensure_topics
 from producers.producer import CommandProducer
 
@@ -81,14 +81,12 @@ def run(bootstrap: str, prefix: str, commands: int, partitions: int) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--bootstrap", default=os.environ.get("PAYSTREAM_BOOTSTRAP") or "127.0.0.1:9092"
-    )
+    parser.add_argument("--bootstrap", default=load_settings().bootstrap or "127.0.0.1:9092")
     parser.add_argument("--prefix", default="bench.")
     parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=12)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    configure_logging(logging.WARNING)
     result = run(args.bootstrap, args.prefix, args.commands, args.partitions)
     print(json.dumps(result))
     return 0

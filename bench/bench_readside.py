@@ -37,9 +37,11 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from base.config import Settings
+from base.logs import configure_logging
 from base.topics import TopicNames
 from ops.procs import Supervisor
 from paystream import queries
+from paystream.stack import readside_spec
 from producers.producer import CommandProducer
 
 log = logging.getLogger("bench_readside")
@@ -114,14 +116,8 @@ class ReadSide:
         self.unassigned_samples = 0
 
     def start(self) -> None:
-        env = Workers(self.settings, 0).env()
-        env["PAYSTREAM_READSIDE_WRITER"] = self.writer
-        self.sup.start(
-            READSIDE,
-            "readside",
-            [sys.executable, "-m", "streams.readside.app", "--web-port", str(self.port)],
-            env=env,
-        )
+        settings = self.settings.with_(readside_writer=self.writer)
+        Workers(settings, 0).start(readside_spec(settings, READSIDE, self.port))
 
     def stop(self) -> None:
         self.sup.stop(READSIDE)
@@ -299,7 +295,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.transfers, a.accounts = 3000, 1000
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING)
     log.setLevel(logging.DEBUG if a.verbose else logging.INFO)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run finally: blocks
     emit(run(a))

@@ -1,4 +1,8 @@
-"""Shared set-up for benchmarks: a private broker on free ports, workers, and JSON output."""
+"""Shared set-up for benchmarks: a private broker on free ports, workers, and JSON output.
+
+The workers (and the read side of bench_readside) are the stack's own processes, started by
+the one stack builder (``paystream.stack``) as ``paystream up`` starts them.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from base.config import Settings
+from base.config import Settings, kafka_libs_dir, load_settings
 from ops.kafka import KafkaCluster, ensure_jars
 from ops.ports import free_port_base
-from ops.procs import Supervisor
 from ops.topics import ensure_topics
+from paystream.stack import Layout, ProcessSpec, Stack, worker_spec
 
 
 @contextmanager
 def private_broker() -> Iterator[KafkaCluster]:
     """A single-node Kafka of the benchmark's own, in a temp dir; stopped afterwards."""
-    ensure_jars()
+    libs = ensure_jars(kafka_libs_dir(load_settings()))
     home = Path(tempfile.mkdtemp(prefix="paystream-bench-"))
-    cluster = KafkaCluster(home, brokers=1, port_base=free_port_base(2), heap_mb=1024)
+    cluster = KafkaCluster(home, brokers=1, port_base=free_port_base(2), heap_mb=1024, libs=libs)
     cluster.start()
     try:
         yield cluster
@@ -45,26 +49,14 @@ class Workers:
     log_level: str = "WARNING"
 
     def __post_init__(self) -> None:
-        self.sup = Supervisor(self.settings.home)
+        layout = Layout(workers=self.count, warehouse=False, readside=False, detector=False)
+        self.stack = Stack(self.settings.with_(log_level=self.log_level), layout)
+        self.sup = self.stack.sup
 
-    def env(self) -> dict[str, str]:
-        return {
-            "PAYSTREAM_HOME": str(self.settings.home),
-            "PAYSTREAM_BOOTSTRAP": self.settings.bootstrap or "",
-            "PAYSTREAM_TOPIC_PREFIX": self.settings.topic_prefix,
-            "PAYSTREAM_PARTITIONS": str(self.settings.partitions),
-            "PAYSTREAM_PROCESSING_GUARANTEE": self.settings.processing_guarantee,
-            "PAYSTREAM_LOG_LEVEL": self.log_level,
-        }
-
-    def start(self) -> None:
-        for i in range(1, self.count + 1):
-            self.sup.start(
-                f"ledger-{i}",
-                "ledger-worker",
-                [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(i)],
-                env=self.env(),
-            )
+    def start(self, *specs: ProcessSpec) -> None:
+        """The workers (or other processes of the stack: ``specs``), not waited for."""
+        todo = specs or tuple(worker_spec(i) for i in range(1, self.count + 1))
+        self.stack.start(*todo, wait=False)
 
     def rss_mb(self) -> dict[str, float]:
         out = {}

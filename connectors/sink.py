@@ -300,13 +300,15 @@ class WarehouseSink:
         while self._rows() < self.limits.sink_batch_rows_max and time.monotonic() < deadline:
             msgs = self.consumer.consume(min(10_000, self.limits.sink_batch_rows_max), timeout=0.05)
             for msg in msgs:
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume error: %s", msg.error())
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error: %s", err)
                     continue
-                k = (msg.topic(), msg.partition())
-                first = offsets.get(k, (msg.offset(), 0))[0]
-                offsets[k] = (first, msg.offset())
+                topic, partition, offset = _position(msg)
+                k = (topic, partition)
+                first = offsets.get(k, (offset, 0))[0]
+                offsets[k] = (first, offset)
                 # 2. Decode and map; poison goes to the dead-letter topic.
                 self._map(msg)
             if not msgs and not offsets:
@@ -347,10 +349,11 @@ class WarehouseSink:
             return
         for topic, msgs in self._raw_buffers.items():
             _, table, schema = self._raw[topic]
-            bodies = [
-                m.value()[HEADER_BYTES:] + _zigzag(m.partition()) + _zigzag(m.offset())
-                for m in msgs
-            ]
+            bodies = []
+            for m in msgs:
+                _, partition, offset = _position(m)
+                body = (m.value() or b"")[HEADER_BYTES:]
+                bodies.append(body + _zigzag(partition) + _zigzag(offset))
             try:
                 sink.write_avro(table, avro_container(schema, bodies))
             except Exception as exc:  # a poison record in the block: find it the slow way
@@ -362,7 +365,8 @@ class WarehouseSink:
         self._raw_buffers.clear()
 
     def _map(self, msg: Message) -> None:
-        raw = self._raw.get(msg.topic())
+        topic = _position(msg)[0]
+        raw = self._raw.get(topic)
         value = msg.value()
         if (
             raw is not None
@@ -370,14 +374,15 @@ class WarehouseSink:
             and value[2:HEADER_BYTES] == raw[0]
             and value[:2] == MAGIC
         ):
-            self._raw_buffers.setdefault(msg.topic(), []).append(msg)
+            self._raw_buffers.setdefault(topic, []).append(msg)
             return
         self._map_decoded(msg)
 
     def _map_decoded(self, msg: Message) -> None:
+        topic, partition, offset = _position(msg)
         try:
             _, record = self.codec.decode(msg.value() or b"")
-            self._mappers[msg.topic()](record, msg.partition(), msg.offset())
+            self._mappers[topic](record, partition, offset)
         except (DecodeError, PoisonRecord, KeyError, TypeError, ValueError, ArithmeticError) as exc:
             self._dead_letter(msg, exc)
 
@@ -397,3 +402,11 @@ class WarehouseSink:
         self.dead_letters.produce(self.topics.deadletter, value, source.encode())
         self.dead_letters.poll(0)
         self.counters.dead_letters += 1
+
+
+def _position(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record (librdkafka sets all three)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"a consumed record has no position: {topic} {partition} {offset}")
+    return topic, partition, offset

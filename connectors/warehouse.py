@@ -18,11 +18,11 @@ from urllib.parse import urlparse
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from base.config import Settings
+from base.config import DEFAULT_WAREHOUSE_PORT, Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HTTP_PORT = 8123
+DEFAULT_HTTP_PORT = DEFAULT_WAREHOUSE_PORT
 
 
 def chdb_path(settings: Settings) -> Path:
@@ -30,9 +30,8 @@ def chdb_path(settings: Settings) -> Path:
 
 
 def http_port(settings: Settings) -> int:
-    import os
-
-    return int(os.environ.get("PAYSTREAM_WAREHOUSE_PORT", DEFAULT_HTTP_PORT))
+    """The embedded warehouse's ClickHouse HTTP port (``PAYSTREAM_WAREHOUSE_PORT``)."""
+    return settings.warehouse_port
 
 
 def embedded(settings: Settings) -> bool:
@@ -83,7 +82,9 @@ def migration_files() -> list[tuple[int, str, str]]:
 def statements(sql: str) -> list[str]:
     """Split a migration into statements at ';' outside quotes, dropping -- comment lines."""
     text = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
-    out, buf, quote = [], [], ""
+    out: list[str] = []
+    buf: list[str] = []
+    quote = ""
     for ch in text:
         if quote:
             if ch == quote:

@@ -24,13 +24,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from base.config import DEFAULT_KAFKA_LIBS
 from ops.errors import KafkaSetupError, KafkaStartError
 from ops.procs import BROKER_ROLE, Supervisor
 
 log = logging.getLogger(__name__)
 
 _OPS_DIR = Path(__file__).resolve().parent
-_REPO_ROOT = _OPS_DIR.parent
 _POM = _OPS_DIR / "pom.xml"
 _KAFKA_JAR_RE = re.compile(r"^kafka_2\.13-(\d+\.\d+\.\d+)\.jar$")
 _MVN_TIMEOUT_S = 1800.0
@@ -44,14 +44,6 @@ SCRAM_MECHANISM = "SCRAM-SHA-512"
 _SCRAM_BAD = re.compile(r'["\\,=\[\]\s]')
 
 
-def kafka_libs_dir() -> Path:
-    """Where the Kafka jars live: ``PAYSTREAM_KAFKA_LIBS`` or ``<repo>/var/kafka/libs``."""
-    env = os.environ.get("PAYSTREAM_KAFKA_LIBS")
-    if env:
-        return Path(env).expanduser().resolve()
-    return _REPO_ROOT / "var" / "kafka" / "libs"
-
-
 def _kafka_jar(libs: Path) -> Path | None:
     if not libs.is_dir():
         return None
@@ -59,12 +51,13 @@ def _kafka_jar(libs: Path) -> Path | None:
 
 
 def ensure_jars(libs: Path | None = None) -> Path:
-    """Make sure the Kafka jars are in ``libs`` (default :func:`kafka_libs_dir`); returns it.
+    """Make sure the Kafka jars are in ``libs`` (default: var/kafka/libs in the checkout; a
+    process with settings passes ``base.config.kafka_libs_dir(settings)``); returns it.
 
     Maven copies into a temporary sibling directory that is renamed into place, so a crash
     mid-copy never leaves a directory that looks complete.
     """
-    libs = Path(libs).resolve() if libs is not None else kafka_libs_dir()
+    libs = Path(libs).resolve() if libs is not None else DEFAULT_KAFKA_LIBS
     if _kafka_jar(libs) is not None:
         return libs
     mvn = shutil.which("mvn")
@@ -125,7 +118,7 @@ def ensure_jars(libs: Path | None = None) -> Path:
 
 def kafka_version(libs: Path | None = None) -> str:
     """The Kafka version of the jars in ``libs``, read from the ``kafka_2.13-*.jar`` name."""
-    libs = Path(libs) if libs is not None else kafka_libs_dir()
+    libs = Path(libs) if libs is not None else DEFAULT_KAFKA_LIBS
     jar = _kafka_jar(libs)
     if jar is None:
         raise KafkaSetupError(f"no kafka_2.13-*.jar in {libs}; run ensure_jars()")
@@ -174,7 +167,7 @@ class KafkaCluster:
         self.home = Path(home).resolve()
         self.brokers = brokers
         self.port_base = port_base
-        self.libs = Path(libs).resolve() if libs is not None else kafka_libs_dir()
+        self.libs = Path(libs).resolve() if libs is not None else DEFAULT_KAFKA_LIBS
         self.heap_mb = heap_mb
         self.sasl_users = dict(sasl_users or {})
         for name, password in self.sasl_users.items():

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from base.config import KafkaSecurity, load_settings
 from base.topics import TOPICS, replication_for
 
 log = logging.getLogger(__name__)
@@ -18,11 +19,15 @@ def ensure_topics(
     brokers: int = 1,
     only: Iterable[str] | None = None,
     timeout_s: float = 30.0,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create missing topics (idempotent). Returns the names created."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # NewTopic: not in __all__
+        AdminClient,
+        NewTopic,
+    )
 
-    admin = AdminClient(_client_config(bootstrap))
+    admin = AdminClient(_client_config(bootstrap, security))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     replication = replication_for(brokers)
     wanted = [t for t in TOPICS if only is None or t.key in set(only)]
@@ -50,11 +55,14 @@ def ensure_topics(
     return created
 
 
-def _client_config(bootstrap: str) -> dict[str, str]:
-    # Only a bootstrap string comes in here: the security settings come from PAYSTREAM_KAFKA_*.
-    from base.config import KafkaSecurity
-
-    return {"bootstrap.servers": bootstrap, **KafkaSecurity.from_env().librdkafka()}
+def _client_config(
+    bootstrap: str, security: KafkaSecurity | None
+) -> dict[str, str | int | float | bool]:
+    if security is None:
+        # Only for a caller that passes no security (paystream/cli.py's `topics` verb, until
+        # it passes its settings' kafka_security): the process's PAYSTREAM_KAFKA_* settings.
+        security = load_settings().kafka_security
+    return {"bootstrap.servers": bootstrap, **security.librdkafka()}
 
 
 def _wait_for_leaders(admin: object, names: list[str], timeout_s: float) -> None:
@@ -85,12 +93,20 @@ class Drift:
 
 
 def topic_drift(
-    bootstrap: str, prefix: str = "", partitions: int = 12, brokers: int = 1
+    bootstrap: str,
+    prefix: str = "",
+    partitions: int = 12,
+    brokers: int = 1,
+    security: KafkaSecurity | None = None,
 ) -> list[Drift]:
     """Compare declared topics with the broker's actual configuration."""
-    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in its __all__
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
 
-    admin = AdminClient(_client_config(bootstrap))
+    admin = AdminClient(_client_config(bootstrap, security))
     md = admin.list_topics(timeout=30)
     replication = replication_for(brokers)
     drifts: list[Drift] = []

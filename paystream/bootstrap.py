@@ -1,224 +1,61 @@
-"""Wiring: the one place that builds the stack from settings. Nothing here runs at import.
+"""Process entry points: what `paystream worker|warehouse|readside|detector` run.
 
-The stack is: the embedded Kafka cluster (unless ``PAYSTREAM_BOOTSTRAP`` names an external
-one), the declared topics, and N ledger workers, each a background process recorded by the
-supervisor under ``var/run`` with its log under ``var/log``.
+Each takes the ``Settings`` its CLI verb loaded (once, from the environment the stack
+builder gave it: ``paystream.stack``), sets up logging, and restarts itself in place on a
+failure. Building and stopping the stack is ``paystream.stack``'s business; its ``up``,
+``down``, ``status`` and ``resolved`` are re-exported here for the CLI.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from base.config import KAFKA_VERSION, Limits, Settings, api_token
-from ops.kafka import KafkaCluster, ensure_jars, kafka_version
-from ops.procs import Supervisor
-from ops.topics import ensure_topics
+from base.config import Limits, Settings
+from base.logs import configure_logging
+from base.restarts import Restarts, pass_on, restarts_so_far
+from paystream.stack import (
+    DETECTOR_ROLE,
+    READSIDE_ROLE,
+    WAREHOUSE_ROLE,
+    WORKER_ROLE,
+    down,
+    resolved,
+    status,
+    up,
+)
 
 log = logging.getLogger(__name__)
 
-WORKER_ROLE = "ledger-worker"
-WAREHOUSE_ROLE = "warehouse"
-READSIDE_ROLE = "readside"
-DETECTOR_ROLE = "detector"
+# The CLI imports these from here (and the read side imports resolved).
+__all__ = [
+    "DETECTOR_ROLE",
+    "READSIDE_ROLE",
+    "WAREHOUSE_ROLE",
+    "WORKER_ROLE",
+    "configure_logging",
+    "down",
+    "resolved",
+    "restart_in_place",
+    "run_detector_process",
+    "run_readside_process",
+    "run_warehouse",
+    "run_worker",
+    "status",
+    "up",
+]
 
 
-def readside_port() -> int:
-    return int(os.environ.get("PAYSTREAM_READSIDE_PORT", "6066"))
-
-
-DEFAULT_WORKERS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class StackConfig:
-    """What ``up`` last brought up; a later ``up`` without flags brings up the same."""
-
-    workers: int = DEFAULT_WORKERS
-    brokers: int = 1
-
-    @staticmethod
-    def load(home: Path) -> StackConfig:
-        path = home / "stack.json"
-        if path.exists():
-            data = json.loads(path.read_text())
-            return StackConfig(int(data["workers"]), int(data["brokers"]))
-        return StackConfig()
-
-    def save(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "stack.json").write_text(
-            json.dumps({"workers": self.workers, "brokers": self.brokers})
-        )
-
-
-def cluster(settings: Settings, brokers: int | None = None) -> KafkaCluster | None:
-    if settings.bootstrap:
-        return None
-    n = brokers or StackConfig.load(settings.home).brokers
-    return KafkaCluster(settings.home, brokers=n, port_base=settings.broker_port_base)
-
-
-def bootstrap_servers(settings: Settings) -> str:
-    c = cluster(settings)
-    return settings.bootstrap if c is None else c.bootstrap  # type: ignore[return-value]
-
-
-def resolved(settings: Settings) -> Settings:
-    """Settings with ``bootstrap`` filled in (for processes and clients)."""
-    stack = StackConfig.load(settings.home)
-    return settings.with_(bootstrap=bootstrap_servers(settings), brokers=stack.brokers)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """The environment a background process needs to see the same settings."""
-    return {
-        "PAYSTREAM_HOME": str(settings.home),
-        "PAYSTREAM_BOOTSTRAP": bootstrap_servers(settings),
-        "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "PAYSTREAM_PARTITIONS": str(settings.partitions),
-        "PAYSTREAM_BROKERS": str(StackConfig.load(settings.home).brokers),
-        **(
-            {"PAYSTREAM_CLICKHOUSE_DSN": settings.clickhouse_dsn} if settings.clickhouse_dsn else {}
-        ),
-        "PAYSTREAM_PROCESSING_GUARANTEE": settings.processing_guarantee,
-        "PAYSTREAM_READSIDE_PORT": str(readside_port()),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def worker_name(i: int) -> str:
-    return f"ledger-{i}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessSpec:
-    name: str
-    role: str
-    verb: list[str]  # `paystream <verb...>` runs it
-    ready_url: str | None = None  # polled until it answers, if set
-
-
-def process_specs(settings: Settings, stack: StackConfig) -> list[ProcessSpec]:
-    """Every process of the stack but the brokers, in start order."""
-    from connectors.warehouse import embedded, http_port
-
-    specs = [
-        ProcessSpec(worker_name(i), WORKER_ROLE, ["worker", "--instance", str(i)])
-        for i in range(1, stack.workers + 1)
-    ]
-    ping = f"http://127.0.0.1:{http_port(settings)}/ping" if embedded(settings) else None
-    specs.append(ProcessSpec("warehouse", WAREHOUSE_ROLE, ["warehouse"], ping))
-    specs.append(
-        ProcessSpec(
-            "readside",
-            READSIDE_ROLE,
-            ["readside", "--web-port", str(readside_port())],
-            f"http://127.0.0.1:{readside_port()}/health",
-        )
-    )
-    specs.append(ProcessSpec("detector", DETECTOR_ROLE, ["detector"]))
-    return specs
-
-
-def up(
-    settings: Settings, workers: int | None = None, brokers: int | None = None
-) -> dict[str, Any]:
-    """Start whatever is not running and return when all of it is ready. Idempotent."""
-    prev = StackConfig.load(settings.home)
-    stack = StackConfig(workers or prev.workers, brokers or prev.brokers)
-    stack.save(settings.home)
-    c = cluster(settings, stack.brokers)
-    if c is not None:
-        ensure_jars()
-        c.start(timeout_s=settings.limits.broker_start_timeout_s)
-    bootstrap = bootstrap_servers(settings)
-    ensure_topics(bootstrap, settings.topic_prefix, settings.partitions, stack.brokers)
-    api_token(settings)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
-    sup = Supervisor(settings.home)
-    env = child_env(settings)
-    specs = process_specs(settings, stack)
-    for spec in specs:
-        sup.start(
-            spec.name, spec.role, [sys.executable, "-m", "paystream.cli", *spec.verb], env=env
-        )
-    # Workers scaled down since the last `up` are stopped.
-    for p in sup.list():
-        if p["role"] == WORKER_ROLE and int(p["name"].split("-")[1]) > stack.workers:
-            sup.stop(p["name"])
-    _wait_ready(sup, specs, settings.limits.process_start_timeout_s)
-    return status(settings)
-
-
-def _wait_ready(sup: Supervisor, specs: list[ProcessSpec], timeout_s: float) -> None:
-    # A process that dies on start (bad config, missing topic) shows up here, not later.
-    import urllib.request
-
-    time.sleep(1.0)
-    deadline = time.monotonic() + timeout_s
-    pending = list(specs)
-    while pending:
-        for spec in list(pending):
-            if not sup.alive(spec.name):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{spec.name} is not alive; see `paystream logs {spec.name}`"
-                    )
-                continue
-            if spec.ready_url:
-                try:
-                    urllib.request.urlopen(spec.ready_url, timeout=1).read()
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"{spec.name} does not answer at {spec.ready_url}"
-                        ) from None
-                    continue
-            pending.remove(spec)
-        if pending:
-            time.sleep(0.2)
-
-
-def down(settings: Settings) -> list[str]:
-    """Stop what ``up`` started: workers first, brokers last."""
-    sup = Supervisor(settings.home)
-    stopped = sup.stop_all(roles={p["role"] for p in sup.list() if p["role"] != "broker"})
-    c = cluster(settings)
-    if c is not None:
-        stopped += [f"kafka-{i}" for i in c.node_ids if c.supervisor.alive(f"kafka-{i}")]
-        c.stop()
-    return stopped
-
-
-def status(settings: Settings) -> dict[str, Any]:
-    c = cluster(settings)
-    version = KAFKA_VERSION
-    try:
-        version = kafka_version()
-    except Exception:  # jars not fetched yet: report the declared version
-        log.debug("kafka jars not found", exc_info=True)
-    return {
-        "broker": {
-            "version": version,
-            "bootstrap": bootstrap_servers(settings),
-            "embedded": c is not None,
-        },
-        "processes": Supervisor(settings.home).list(),
-    }
-
-
-def exit_with_parent() -> None:
-    """Tests set PAYSTREAM_EXIT_WITH_PARENT so an aborted test run leaves no process behind."""
-    import threading
-
-    if not os.environ.get("PAYSTREAM_EXIT_WITH_PARENT"):
+def _start_process(settings: Settings) -> None:
+    """What every process does first: logging from its settings, and (tests set
+    ``exit_with_parent``) end with its parent, so an aborted test run leaves nothing behind."""
+    configure_logging(settings)
+    if not settings.exit_with_parent:
         return
     parent = os.getppid()
 
@@ -239,8 +76,8 @@ def restart_in_place(reason: str, limits: Limits | None = None) -> NoReturn:
     """
     limits = limits or Limits()
     now = time.time()
-    count = int(os.environ.get("PAYSTREAM_RESTARTS", "0"))
-    since = float(os.environ.get("PAYSTREAM_RESTARTS_SINCE", str(now)))
+    so_far = restarts_so_far(now)
+    count, since = so_far.count, so_far.since
     if now - since > limits.restart_window_s:
         count, since = 0, now
     count += 1
@@ -252,8 +89,7 @@ def restart_in_place(reason: str, limits: Limits | None = None) -> NoReturn:
     log.critical("restarting in place in %.1fs (restart %d): %s", pause_s, count, reason)
     logging.shutdown()
     time.sleep(pause_s)
-    os.environ["PAYSTREAM_RESTARTS"] = str(count)
-    os.environ["PAYSTREAM_RESTARTS_SINCE"] = str(since)
+    pass_on(Restarts(count, since))
     # Descriptors of the old image (sockets of a stuck client, locks) go with it.
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
@@ -282,7 +118,7 @@ def _restart_on_failure(name: str, run: Callable[[], int | None]) -> int:
 
 def run_worker(settings: Settings, instance: int) -> int:
     """Entry point of a ledger worker process."""
-    exit_with_parent()
+    _start_process(settings)
     from streams.processor import ledger_processor
 
     settings = resolved(settings)
@@ -292,7 +128,7 @@ def run_worker(settings: Settings, instance: int) -> int:
 
 def run_warehouse(settings: Settings) -> int:
     """Entry point of the warehouse process: owns chDB, serves its HTTP front, runs the sink."""
-    exit_with_parent()
+    _start_process(settings)
     return _restart_on_failure("warehouse", lambda: _warehouse(resolved(settings)))
 
 
@@ -318,29 +154,21 @@ def _warehouse(settings: Settings) -> int:
 
 
 def run_readside_process(settings: Settings, web_port: int) -> int:
+    """Entry point of a read-side worker (faust), serving its views on ``web_port``."""
     from streams.readside.app import run_readside
 
-    exit_with_parent()
+    _start_process(settings)
     return _restart_on_failure("read side", lambda: run_readside(resolved(settings), web_port))
 
 
 def run_detector_process(settings: Settings, max_hops: int, window_s: float) -> int:
+    """Entry point of the related-transfer detector."""
     from streams.detector.app import run_detector
+    from streams.detector.graph import RelatedTransferDetector
 
-    exit_with_parent()
+    _start_process(settings)
+    # Its limits are refused at start, loudly (ValueError), never by restarting in a loop.
+    RelatedTransferDetector(max_hops, round(window_s * 1_000_000))
     return _restart_on_failure(
         "detector", lambda: run_detector(resolved(settings), max_hops, window_s)
-    )
-
-
-def configure_logging(verbose: bool = False) -> None:
-    level = (
-        logging.DEBUG
-        if verbose
-        else getattr(logging, os.environ.get("PAYSTREAM_LOG_LEVEL", "INFO"))
-    )
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
     )

@@ -154,7 +154,7 @@ def cmd_send(a: argparse.Namespace, s: Settings) -> int:
         return 2
     from producers.errors import InvalidCommand
 
-    fields = {k: v for k, v in vars(a).items() if k in _FIELDS and v is not None}
+    fields = {k: v for k, v in vars(a).items() if k in _send_fields() and v is not None}
     try:
         command_id, report = send_one(s, a.type, fields)
     except InvalidCommand as exc:
@@ -165,18 +165,26 @@ def cmd_send(a: argparse.Namespace, s: Settings) -> int:
     return report.exit_code
 
 
-_FIELDS = (
-    "command_id",
-    "account",
-    "user",
-    "currency",
-    "amount",
-    "from",
-    "to",
-    "reason",
-    "related",
-    "kind",
-)
+# --- send: the command types and their flags, from the Avro schemas (schemas/catalogue.py) ---
+def _send_flags(sp: argparse.ArgumentParser) -> None:
+    """TYPE and one --flag per command field (``--command-id`` for ``command_id``)."""
+    from schemas.catalogue import all_fields, command_types
+
+    sp.add_argument("type", nargs="?", help=", ".join(command_types()))
+    sp.add_argument("--file", "-f", help="JSON lines to send ('-' for stdin)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    helps = {"command_id": "idempotency key (default: a new UUID, printed)"}
+    for name in all_fields():
+        sp.add_argument("--" + name.replace("_", "-"), dest=name, help=helps.get(name))
+
+
+def _send_fields() -> tuple[str, ...]:
+    from schemas.catalogue import all_fields
+
+    return all_fields()
+
+
+# --- end of send's flags ---
 
 
 def cmd_wait(a: argparse.Namespace, s: Settings) -> int:
@@ -504,20 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb("topics", cmd_topics, "declared topics, and drift from the broker's actual config", True)
 
     sp = verb("send", cmd_send, "send one command (TYPE --flags) or a JSON-lines file")
-    sp.add_argument(
-        "type",
-        nargs="?",
-        help="open_account, deposit, withdraw, transfer, block_account, unblock_account, relate_accounts, unrelate_accounts",
-    )
-    sp.add_argument("--file", "-f", help="JSON lines to send ('-' for stdin)")
-    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sp.add_argument(
-        "--command-id", dest="command_id", help="idempotency key (default: a new UUID, printed)"
-    )
-    for f in ("account", "user", "currency", "amount", "reason", "related", "kind"):
-        sp.add_argument(f"--{f}")
-    sp.add_argument("--from", dest="from")
-    sp.add_argument("--to", dest="to")
+    _send_flags(sp)
 
     sp = verb("wait", cmd_wait, "return once every command produced before the call is processed")
     sp.add_argument(

@@ -137,7 +137,7 @@ def _warehouse(settings: Settings, prefix: str, expected: dict[str, Any]) -> dic
             parameters={"p": prefix},
         ).result_rows
         counts = {
-            t: int(client.command(f"SELECT count() FROM {t} FINAL"))
+            t: int(str(client.command(f"SELECT count() FROM {t} FINAL")))
             for t in ("ledger_entries", "transfers", "command_outcomes", "account_events")
         }
     except Exception as exc:  # not running: say so, don't fail the demo

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from schemas.catalogue import command_types
+
 EXP = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0, "KWD": 3, "CHF": 2}
 
 
@@ -48,7 +50,7 @@ class Oracle:
 
     def apply(self, c: dict[str, str]) -> str | None:
         t = c["type"]
-        key = c["from"] if t == "transfer" else c["account"]
+        key = c[command_types()[t].key_field]
         body = repr(sorted(c.items()))
         if (key, c["command_id"]) in self.seen:
             return (

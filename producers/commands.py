@@ -19,8 +19,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from base.config import Limits
 from producers.errors import (
@@ -34,52 +33,18 @@ from producers.errors import (
     WRONG_TYPE,
     InvalidCommand,
 )
+from schemas.catalogue import ID, TEXT, CommandType, command_types, fields_of_kind
 
 DEFAULT_LIMITS: Final = Limits()
 
 
-class CommandType(NamedTuple):
-    """How one JSON ``type`` maps onto its Avro record."""
-
-    schema: str  # Avro short name, namespace paystream.commands
-    required: tuple[str, ...]
-    optional: tuple[str, ...]
-    key_field: str  # the field whose value is the Kafka key (the account that owns the command)
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return self.required + self.optional
-
-
-COMMAND_TYPES: Final[Mapping[str, CommandType]] = MappingProxyType(
-    {
-        "open_account": CommandType(
-            "OpenAccount", ("command_id", "account", "user", "currency"), (), "account"
-        ),
-        "deposit": CommandType("Deposit", ("command_id", "account", "amount"), (), "account"),
-        "withdraw": CommandType("Withdraw", ("command_id", "account", "amount"), (), "account"),
-        # A transfer is owned by its source account: that is where the money is held first.
-        "transfer": CommandType("Transfer", ("command_id", "from", "to", "amount"), (), "from"),
-        "block_account": CommandType(
-            "BlockAccount", ("command_id", "account"), ("reason",), "account"
-        ),
-        "unblock_account": CommandType(
-            "UnblockAccount", ("command_id", "account"), ("reason",), "account"
-        ),
-        "relate_accounts": CommandType(
-            "RelateAccounts", ("command_id", "account", "related", "kind"), (), "account"
-        ),
-        "unrelate_accounts": CommandType(
-            "UnrelateAccounts", ("command_id", "account", "related"), (), "account"
-        ),
-    }
-)
-
+# The command types and their fields come from the Avro schemas (schemas/catalogue.py).
+COMMAND_TYPES: Final[Mapping[str, CommandType]] = command_types()
 # Identifiers end up in keys, state stores and system account names ("@world/USD"): no
 # control characters. Free text may hold them (a newline in a reason is harmless).
-ID_FIELDS: Final = frozenset({"command_id", "account", "user", "currency", "from", "to", "related"})
+ID_FIELDS: Final = fields_of_kind(ID)
 # Free text: longer limit.
-TEXT_FIELDS: Final = frozenset({"reason", "kind"})
+TEXT_FIELDS: Final = fields_of_kind(TEXT)
 # Lone surrogates (possible via JSON "\ud800" escapes) cannot be encoded as UTF-8 at all.
 _BAD_ID_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _BAD_TEXT_CHARS = re.compile("[\ud800-\udfff]")
@@ -161,7 +126,8 @@ def parse_command(obj: object, limits: Limits = DEFAULT_LIMITS) -> Command:
         # null is how JSON says "absent" for an optional field.
         record[name] = None if value is None else _check(name, value, limits)
     key = record[spec.key_field]
-    assert key is not None  # key fields are required
+    if key is None:  # the catalogue makes every key field a required one
+        raise ValueError(f"{ctype}: key field {spec.key_field} is not required")
     return Command(ctype, spec.schema, key, record)
 
 

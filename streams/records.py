@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from schemas import catalogue
 from streams.agent import TS_MAX, BadInput, Out
 from streams.ledger import model as m
 from streams.ledger.model import is_system_account
@@ -30,19 +31,15 @@ def digest_of(schema: str, record: dict[str, Any]) -> str:
 # --- In: Avro command records -> domain commands ---
 
 
-_ID_FIELDS = ("command_id", "account", "user", "from", "to", "related", "currency")
-# Each command schema's string fields; only ``reason`` may be null.
+# Each command schema's string fields, which may be null, which are ids: from the Avro
+# schemas (schemas/catalogue.py).
+_ID_FIELDS = tuple(
+    f for f in catalogue.all_fields(True) if f in catalogue.fields_of_kind(catalogue.ID, True)
+)
 _COMMAND_FIELDS: dict[str, tuple[str, ...]] = {
-    "Transfer": ("command_id", "from", "to", "amount"),
-    "Deposit": ("command_id", "account", "amount"),
-    "Withdraw": ("command_id", "account", "amount"),
-    "OpenAccount": ("command_id", "account", "user", "currency"),
-    "BlockAccount": ("command_id", "account", "reason"),
-    "UnblockAccount": ("command_id", "account", "reason"),
-    "RelateAccounts": ("command_id", "account", "related", "kind"),
-    "UnrelateAccounts": ("command_id", "account", "related"),
+    t.schema: t.fields for t in catalogue.all_command_types().values()
 }
-_NULLABLE = frozenset({"reason"})
+_NULLABLE = frozenset(f for t in catalogue.all_command_types().values() for f in t.optional)
 # What format_amount writes (saga steps carry amounts the ledger formatted itself).
 _SIGNED_AMOUNT = re.compile(r"-?[0-9]{1,40}(\.[0-9]{1,18})?\Z")
 

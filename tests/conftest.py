@@ -18,7 +18,7 @@ _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-from base.config import Settings  # noqa: E402
+from base.config import Settings, kafka_libs_dir, load_settings  # noqa: E402
 from base.topics import TopicNames  # noqa: E402
 from ops.kafka import KafkaCluster, ensure_jars  # noqa: E402
 from ops.ports import free_port_base as _free_port_base  # noqa: E402
@@ -31,14 +31,26 @@ def free_port_base() -> Callable[[int], int]:
     return _free_port_base
 
 
+# No read side listens here (the discard port): a test's CLI calls fall back to the
+# changelog unless the test starts a read side of its own, on a port of its own.
+NO_READSIDE_PORT = 9
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    """The Kafka jars (fetched if missing): ``PAYSTREAM_KAFKA_LIBS`` or var/kafka/libs."""
+    return ensure_jars(kafka_libs_dir(load_settings()))
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster(
-    tmp_path_factory: pytest.TempPathFactory, free_port_base: Callable[[int], int]
+    tmp_path_factory: pytest.TempPathFactory,
+    free_port_base: Callable[[int], int],
+    kafka_libs: Path,
 ) -> Iterator[KafkaCluster]:
     """One single-node Kafka for the whole session; stopped at the end."""
-    ensure_jars()
     home: Path = tmp_path_factory.mktemp("kafka")
-    cluster = KafkaCluster(home, brokers=1, port_base=free_port_base(2))
+    cluster = KafkaCluster(home, brokers=1, port_base=free_port_base(2), libs=kafka_libs)
     try:
         cluster.start()
         yield cluster
@@ -54,6 +66,8 @@ def settings(tmp_path: Path, kafka_cluster: KafkaCluster) -> Settings:
         bootstrap=kafka_cluster.bootstrap,
         topic_prefix=f"t{uuid4().hex[:10]}.",
         partitions=4,
+        readside_port=NO_READSIDE_PORT,
+        kafka_libs=kafka_cluster.libs,
     )
     ensure_topics(kafka_cluster.bootstrap, s.topic_prefix, partitions=4, brokers=1)
     return s

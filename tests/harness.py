@@ -11,27 +11,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.catalogue import command_types
 from streams.ledger import decide, evolve_all
 from streams.ledger import model as m
 from streams.ledger.model import COMMAND_MEMORY_MAX
 from streams.records import decode_state, encode_state, to_command, to_records, to_saga_step
 
-SCHEMA = {
-    "open_account": "OpenAccount",
-    "deposit": "Deposit",
-    "withdraw": "Withdraw",
-    "transfer": "Transfer",
-    "block_account": "BlockAccount",
-    "unblock_account": "UnblockAccount",
-    "relate_accounts": "RelateAccounts",
-    "unrelate_accounts": "UnrelateAccounts",
-}
+SCHEMA = {t: spec.schema for t, spec in command_types().items()}
 
 
 def command(obj: dict[str, Any], ts: int = 0) -> m.Command:
     record = {k: v for k, v in obj.items() if k != "type"}
-    if obj["type"] in ("block_account", "unblock_account"):
-        record.setdefault("reason", None)
+    for name in command_types()[obj["type"]].optional:
+        record.setdefault(name, None)
     return to_command(SCHEMA[obj["type"]], record, ts)
 
 

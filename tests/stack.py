@@ -1,91 +1,84 @@
-"""Ledger workers as real processes against the test broker, for integration and chaos tests."""
+"""Stacks of real processes against the test broker, for integration and chaos tests.
+
+A thin layer over the one stack builder (``paystream.stack``): the processes are the same
+``paystream <verb>`` processes ``paystream up`` runs, with their settings from the test's
+``Settings`` (and ``exit_with_parent``, so an aborted test run leaves nothing behind).
+"""
 
 from __future__ import annotations
 
 import json
-import signal
+import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from base.config import Settings
-from ops.procs import Supervisor
+from clickhouse_connect.driver.client import Client
+
+from base.config import Settings, settings_env
 from paystream import queries
-from paystream.bootstrap import WORKER_ROLE, worker_name
+from paystream.stack import Layout, Stack, warehouse_spec, worker_name, worker_spec
 from producers.send import send_file
 
 
+def harness_settings(settings: Settings) -> Settings:
+    """The settings a test's processes run with: those of the test, ending with the test."""
+    return settings.with_(exit_with_parent=True)
+
+
 def env_for(settings: Settings) -> dict[str, str]:
-    return {
-        "PAYSTREAM_HOME": str(settings.home),
-        "PAYSTREAM_BOOTSTRAP": settings.bootstrap or "",
-        "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "PAYSTREAM_PARTITIONS": str(settings.partitions),
-        "PYTHONUNBUFFERED": "1",
-        "PAYSTREAM_EXIT_WITH_PARENT": "1",
-        # No read side unless a test starts one: CLI reads fall back to the changelog.
-        "PAYSTREAM_READSIDE_PORT": "9",
-    }
+    """The environment of a process (or a CLI call) that runs with ``settings``."""
+    return {**settings_env(harness_settings(settings)), "PYTHONUNBUFFERED": "1"}
+
+
+def stack_for(settings: Settings, layout: Layout) -> Stack:
+    return Stack(harness_settings(settings), layout)
 
 
 @dataclass
 class LedgerStack:
+    """Ledger workers (and, on demand, the warehouse) of one test's namespace."""
+
     settings: Settings
     workers: int = 2
     warehouse_port: int = 0
-    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PAYSTREAM_KAFKA_* security
 
     def __post_init__(self) -> None:
-        self.sup = Supervisor(self.settings.home)
+        self._build()
+
+    def _build(self) -> None:
+        layout = Layout(workers=self.workers, warehouse=False, readside=False, detector=False)
+        settings = self.settings
+        if self.warehouse_port:
+            settings = settings.with_(warehouse_port=self.warehouse_port)
+        self.stack = stack_for(settings, layout)
+        self.sup = self.stack.sup
 
     def env(self) -> dict[str, str]:
-        env = {**env_for(self.settings), **self.extra_env}
-        if self.warehouse_port:
-            env["PAYSTREAM_WAREHOUSE_PORT"] = str(self.warehouse_port)
-        return env
+        return self.stack.env()
 
     def start_warehouse(self, port: int) -> None:
         """The warehouse process (chDB owner, HTTP front, sink); waits until it answers."""
-        import time
-        import urllib.request
-
         self.warehouse_port = port
-        self.sup.start(
-            "warehouse",
-            "warehouse",
-            [sys.executable, "-m", "paystream.cli", "warehouse"],
-            env=self.env(),
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1).read()
-                return
-            except OSError:
-                if time.monotonic() > deadline or not self.sup.alive("warehouse"):
-                    raise RuntimeError(f"warehouse did not start:\n{self.logs()}") from None
-                time.sleep(0.2)
+        self._build()
+        self.stack.start(warehouse_spec(self.stack.settings))
 
-    def warehouse(self):  # type: ignore[no-untyped-def]
+    def warehouse(self) -> Client:
         import clickhouse_connect
 
         return clickhouse_connect.get_client(host="127.0.0.1", port=self.warehouse_port)
 
     def start(self, i: int | None = None) -> None:
-        for n in [i] if i else range(1, self.workers + 1):
-            self.sup.start(
-                worker_name(n),
-                WORKER_ROLE,
-                [sys.executable, "-m", "paystream.cli", "worker", "--instance", str(n)],
-                env=self.env(),
-            )
+        # Not waited for: the crash tests start a killed worker again mid-phase.
+        numbers = [i] if i else range(1, self.workers + 1)
+        self.stack.start(*(worker_spec(n) for n in numbers), wait=False)
 
     def kill(self, i: int) -> None:
-        self.sup.kill(worker_name(i), signal.SIGKILL)
+        self.stack.kill(worker_name(i))
 
     def stop(self) -> None:
         self.sup.stop_all()
@@ -103,12 +96,7 @@ class LedgerStack:
             raise TimeoutError(f"not caught up after {timeout_s}s; logs:\n{self.logs()}")
 
     def logs(self) -> str:
-        out = []
-        for p in self.sup.list():
-            path = self.sup.log_path(p["name"])
-            if path.exists():
-                out.append(f"== {p['name']} ==\n" + "\n".join(path.read_text().splitlines()[-30:]))
-        return "\n".join(out)
+        return self.stack.logs()
 
     def balances(self) -> dict[str, dict[str, str]]:
         return {
@@ -128,10 +116,12 @@ class LedgerStack:
 
 
 def cli(settings: Settings, *args: str, port: int = 0) -> subprocess.CompletedProcess[str]:
-    extra = {"PAYSTREAM_WAREHOUSE_PORT": str(port)} if port else {}
+    """``paystream ARGS`` with ``settings`` (and the warehouse on ``port``, if given)."""
+    if port:
+        settings = settings.with_(warehouse_port=port)
     return subprocess.run(
         [sys.executable, "-m", "paystream.cli", *args],
-        env={**__import__("os").environ, **env_for(settings), **extra},
+        env={**os.environ, **env_for(settings)},
         capture_output=True,
         text=True,
         timeout=300,

@@ -31,7 +31,6 @@ consumer loop does directly.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import heapq
 import json
@@ -56,7 +55,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from base.config import Settings, kafka_client_config, load_settings
+from base.config import Settings, kafka_client_config
 from base.kafka import retrying, scan
 from base.topics import TopicNames
 from schemas.codec import Codec
@@ -524,27 +523,3 @@ def read_alerts(settings: Settings, timeout_s: float = 60.0) -> list[dict[str, A
         if name == "Alert":
             seen.setdefault(rec["alert_id"], rec)
     return sorted(seen.values(), key=lambda r: (r["ts"], r["kind"], r["alert_id"]))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m streams.detector.app``: settings from the PAYSTREAM_* environment."""
-    ap = argparse.ArgumentParser(prog="paystream-detector", description=__doc__.splitlines()[0])
-    ap.add_argument("--max-hops", type=int, default=DEFAULT_MAX_HOPS, help="2..8 (default 4)")
-    ap.add_argument(
-        "--window-s", type=float, default=DEFAULT_WINDOW_S, help="1 s .. 90 days (default 7 days)"
-    )
-    args = ap.parse_args(argv)
-    try:  # the limits, checked before anything connects: a clear error, not a traceback
-        RelatedTransferDetector(args.max_hops, round(args.window_s * 1_000_000))
-    except ValueError as exc:
-        ap.error(str(exc))
-    logging.basicConfig(
-        level=os.environ.get("PAYSTREAM_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    run_detector(load_settings(), args.max_hops, args.window_s)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,7 +23,6 @@ rewrites each key it touched even when nothing changed, so a changelog write los
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
@@ -35,7 +34,6 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, cast
 
 import faust
@@ -1058,11 +1056,11 @@ EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; the process entry point res
 
 
 def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
-    """Run one read-side worker in the foreground until SIGTERM/SIGINT. Returns an exit code."""
-    _configure_logging()
-    from paystream.bootstrap import resolved
+    """Run one read-side worker in the foreground until SIGTERM/SIGINT. Returns an exit code.
 
-    settings = resolved(settings)
+    ``settings`` are resolved (their bootstrap filled in) by the process entry point,
+    ``paystream readside`` (paystream.bootstrap)."""
+    _configure_logging()
     from aiokafka.codec import has_lz4
 
     if not has_lz4():
@@ -1092,20 +1090,3 @@ def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from base.config import load_settings
-
-    ap = argparse.ArgumentParser(prog="python -m streams.readside.app")
-    ap.add_argument("--web-port", type=int, default=DEFAULT_WEB_PORT)
-    ap.add_argument("--write-openapi", type=Path, help="write the OpenAPI document and exit")
-    a = ap.parse_args(argv)
-    if a.write_openapi:
-        a.write_openapi.write_text(json.dumps(openapi_document(), indent=2) + "\n")
-        return 0
-    return run_readside(load_settings(), a.web_port)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

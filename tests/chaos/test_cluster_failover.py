@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture
-def cluster3(tmp_path: Path, free_port_base):  # type: ignore[no-untyped-def]
-    c = KafkaCluster(tmp_path / "kafka3", brokers=3, port_base=free_port_base(6))
+def cluster3(tmp_path: Path, free_port_base, kafka_libs):  # type: ignore[no-untyped-def]
+    c = KafkaCluster(tmp_path / "kafka3", brokers=3, port_base=free_port_base(6), libs=kafka_libs)
     c.start(timeout_s=180)
     yield c
     c.stop()

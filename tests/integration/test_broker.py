@@ -123,8 +123,12 @@ def test_ensure_topics_idempotent_and_drift(settings: Settings, topics: TopicNam
     assert drifts == expected
 
 
-def test_data_survives_stop_and_start(tmp_path: Path, free_port_base: Callable[[int], int]) -> None:
-    cluster = KafkaCluster(tmp_path / "home", brokers=1, port_base=free_port_base(2), heap_mb=384)
+def test_data_survives_stop_and_start(
+    tmp_path: Path, free_port_base: Callable[[int], int], kafka_libs: Path
+) -> None:
+    cluster = KafkaCluster(
+        tmp_path / "home", brokers=1, port_base=free_port_base(2), heap_mb=384, libs=kafka_libs
+    )
     try:
         cluster.start()
         cluster_id = (cluster.home / "kafka" / "cluster.id").read_text()

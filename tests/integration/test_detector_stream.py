@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -32,8 +31,8 @@ from confluent_kafka import Producer
 from base.config import Settings
 from base.kafka import scan
 from base.topics import TopicNames
-from paystream.bootstrap import DETECTOR_ROLE
 from paystream.demo import expected_alerts as workload_alerts
+from paystream.stack import detector_spec
 from paystream.workload import Workload
 from schemas import now_micros
 from schemas.codec import Codec
@@ -41,7 +40,7 @@ from streams.detector import bruteforce
 from streams.detector.app import DetectorLimits, _Lock, read_alerts, run_detector
 from streams.detector.bruteforce import Event, Relate, Unrelate
 from streams.detector.graph import CYCLE, DIRECT, INDIRECT, RelatedTransferDetector, TransferEdge
-from tests.stack import LedgerStack, cli
+from tests.stack import LedgerStack, cli, env_for
 
 pytestmark = pytest.mark.integration
 
@@ -259,27 +258,14 @@ def _random_history(rng: random.Random, start: int, n_transfers: int) -> list[Ev
 
 
 def _spawn(settings: Settings, log_path: Path, window_s: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "PAYSTREAM_HOME": str(settings.home),
-            "PAYSTREAM_BOOTSTRAP": settings.bootstrap or "",
-            "PAYSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-            "PAYSTREAM_PARTITIONS": str(settings.partitions),
-            "PAYSTREAM_LOG_LEVEL": "INFO",
-        }
-    )
+    # The detector process of the stack (`paystream detector`), as a child of the test: its
+    # exit status after SIGTERM is part of what is checked.
+    settings = settings.with_(detector_max_hops=4, detector_window_s=window_s, log_level="INFO")
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streams.detector.app",
-                "--max-hops=4",
-                f"--window-s={window_s}",
-            ],
+            detector_spec(settings).argv(),
             cwd=REPO,
-            env=env,
+            env={**os.environ, **env_for(settings)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -360,12 +346,7 @@ def test_demo_workload_alerts_through_the_cli_equal_the_brute_force(
     accounts, transfers, seed = 60, 600, 5
     stack = LedgerStack(settings, workers=2)
     stack.start()
-    stack.sup.start(
-        "detector",
-        DETECTOR_ROLE,
-        [sys.executable, "-m", "paystream.cli", "detector"],
-        env=stack.env(),
-    )
+    stack.stack.start(detector_spec(stack.stack.settings), wait=False)
     no_warehouse = free_port_base(1)  # the demo must not find a warehouse (there is none)
     try:
         demo = cli(

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from paystream import queries
-from paystream.bootstrap import worker_name
+from paystream.stack import worker_name
 from schemas.codec import Codec
 from schemas.errors import DecodeError
 from streams.partitioner import partition_for

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,33 +22,29 @@ import pytest
 
 from base.config import Settings
 from base.topics import TopicNames
-from ops.procs import Supervisor
 from paystream import queries
+from paystream.stack import Layout, readside_spec
 from paystream.workload import Workload
 from schemas.codec import Codec
 from streams.partitioner import partition_for
 from streams.readside import projections as pj
-from tests.stack import LedgerStack, env_for
+from tests.stack import LedgerStack, stack_for
 
 pytestmark = pytest.mark.integration
 
 
 class ReadSideProc:
-    """``python -m streams.readside.app`` under the supervisor, with its web API."""
+    """A read-side worker of the stack (``paystream readside``), with its web API."""
 
     def __init__(self, settings: Settings, port: int, name: str) -> None:
         self.settings = settings
         self.port = port
         self.name = name
-        self.sup = Supervisor(settings.home)
+        self.stack = stack_for(settings, Layout(workers=0, warehouse=False, detector=False))
+        self.sup = self.stack.sup
 
     def start(self) -> None:
-        self.sup.start(
-            self.name,
-            "readside",
-            [sys.executable, "-m", "streams.readside.app", "--web-port", str(self.port)],
-            env=env_for(self.settings),
-        )
+        self.stack.start(readside_spec(self.settings, self.name, self.port), wait=False)
 
     def kill(self) -> None:
         self.sup.kill(self.name, signal.SIGKILL)

@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from base.config import KafkaSecurity, Settings, kafka_client_config, load_settings
 from base.topics import TopicNames
-from ops.kafka import KafkaCluster, ensure_jars
+from ops.kafka import KafkaCluster
 from ops.topics import ensure_topics
 from producers.commands import parse_line
 from producers.producer import CommandProducer
@@ -34,12 +34,14 @@ PASSWORD = secrets.token_urlsafe(16)
 
 @pytest.fixture(scope="module")
 def sasl_cluster(
-    tmp_path_factory: pytest.TempPathFactory, free_port_base: Callable[[int], int]
+    tmp_path_factory: pytest.TempPathFactory,
+    free_port_base: Callable[[int], int],
+    kafka_libs: Path,
 ) -> Iterator[KafkaCluster]:
-    ensure_jars()
     home: Path = tmp_path_factory.mktemp("kafka-sasl")
     cluster = KafkaCluster(
         home,
+        libs=kafka_libs,
         port_base=free_port_base(2),
         heap_mb=384,
         sasl_users={"paystream": PASSWORD, "analyst": "other-" + PASSWORD},
@@ -69,11 +71,9 @@ def test_the_broker_is_configured_for_scram(sasl_cluster: KafkaCluster) -> None:
 
 
 def test_paystream_clients_produce_and_consume_over_scram(
-    sasl_cluster: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sasl_cluster: KafkaCluster, tmp_path: Path
 ) -> None:
     env = env_for(sasl_cluster)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)  # ops.topics reads the security settings from the environment
     settings = load_settings({**env, "PAYSTREAM_HOME": str(tmp_path)}).with_(
         topic_prefix=f"s{uuid4().hex[:8]}.", partitions=2
     )
@@ -84,7 +84,9 @@ def test_paystream_clients_produce_and_consume_over_scram(
         "sasl.password": PASSWORD,
     }
     assert PASSWORD not in repr(settings)
-    created = ensure_topics(settings.bootstrap or "", settings.topic_prefix, 2, 1)
+    created = ensure_topics(
+        settings.bootstrap or "", settings.topic_prefix, 2, 1, security=settings.kafka_security
+    )
     assert created
     topics = TopicNames(settings.topic_prefix)
 
@@ -176,19 +178,20 @@ def test_settings_without_security_are_plaintext(tmp_path: Path) -> None:
 
 
 def test_the_ledger_worker_runs_exactly_once_over_scram(
-    sasl_cluster: KafkaCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sasl_cluster: KafkaCluster, tmp_path: Path
 ) -> None:
-    """Transactions, the consumer group and the changelog restore, all authenticated."""
+    """Transactions, the consumer group and the changelog restore, all authenticated: the
+    workers get the security settings from the test's Settings, nothing else."""
     from tests.stack import LedgerStack
 
     env = env_for(sasl_cluster)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
     settings = load_settings({**env, "PAYSTREAM_HOME": str(tmp_path)}).with_(
         topic_prefix=f"w{uuid4().hex[:8]}.", partitions=2
     )
-    ensure_topics(settings.bootstrap or "", settings.topic_prefix, 2, 1)
-    stack = LedgerStack(settings, workers=1, extra_env=env)
+    ensure_topics(
+        settings.bootstrap or "", settings.topic_prefix, 2, 1, security=settings.kafka_security
+    )
+    stack = LedgerStack(settings, workers=1)
     stack.start()
     try:
         opens = [

@@ -1,17 +1,15 @@
 """Secure defaults, checked on a running stack: loopback only, a token for writes, read-only SQL.
 
-The stack is the one ``paystream up`` starts (``process_specs``: a ledger worker, the warehouse
-with its ClickHouse HTTP front, the faust read side, the detector) against the test broker,
-run as children of the test so nothing outlives it.
+The stack is the one ``paystream up`` starts (``paystream.stack``: a ledger worker, the
+warehouse with its ClickHouse HTTP front, the faust read side, the detector) against the test
+broker, run as children of the test so nothing outlives it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import stat
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -28,10 +26,10 @@ from base.config import API_TOKEN_FILE, Settings, api_token
 from ops.kafka import KafkaCluster
 from ops.procs import Supervisor
 from paystream import queries
-from paystream.bootstrap import StackConfig, process_specs
+from paystream.stack import Layout
 from schemas.codec import Codec
 from streams.readside.app import bearer_token_ok
-from tests.stack import env_for
+from tests.stack import stack_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,52 +120,21 @@ def stack(
 ) -> Iterator[Stack]:
     from uuid import uuid4
 
-    from ops.topics import ensure_topics
-
+    base = free_port_base(2)
     settings = Settings(
         home=tmp_path_factory.mktemp("secure-stack"),
         bootstrap=kafka_cluster.bootstrap,
         topic_prefix=f"t{uuid4().hex[:10]}.",
         partitions=4,
+        readside_port=base,
+        warehouse_port=base + 1,
     )
-    ensure_topics(kafka_cluster.bootstrap, settings.topic_prefix, partitions=4, brokers=1)
-    base = free_port_base(2)
-    ports = {"PAYSTREAM_READSIDE_PORT": str(base), "PAYSTREAM_WAREHOUSE_PORT": str(base + 1)}
-    env = {**env_for(settings), **ports}
-    token = api_token(settings)  # what `paystream up` does first
-    sup = Supervisor(settings.home)
-    saved = {k: os.environ.get(k) for k in ports}
-    os.environ.update(ports)  # process_specs reads the ports from the environment
+    stack = stack_for(settings, Layout(workers=1))
     try:
-        specs = process_specs(settings, StackConfig(workers=1))
+        stack.up(timeout_s=180)  # the topics, the token (what `paystream up` does), the processes
+        yield Stack(settings, stack.sup, base, base + 1, api_token(settings))
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    try:
-        for spec in specs:
-            sup.start(
-                spec.name, spec.role, [sys.executable, "-m", "paystream.cli", *spec.verb], env=env
-            )
-        deadline = time.monotonic() + 180
-        for spec in specs:
-            while spec.ready_url:
-                if not sup.alive(spec.name):
-                    raise RuntimeError(f"{spec.name} died:\n{_tail(sup, spec.name)}")
-                try:
-                    urllib.request.urlopen(spec.ready_url, timeout=2).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"{spec.name} not ready:\n{_tail(sup, spec.name)}"
-                        ) from None
-                    time.sleep(0.3)
-        yield Stack(settings, sup, base, base + 1, token)
-    finally:
-        sup.stop_all()
+        stack.sup.stop_all()
 
 
 def _tail(sup: Supervisor, name: str) -> str:

@@ -420,7 +420,7 @@ def test_history_seqs_never_go_below_one(limit: int) -> None:
 
 
 def test_the_openapi_file_is_the_served_document() -> None:
-    """streams/readside/openapi.json is regenerated with ``--write-openapi`` when views change."""
+    """streams/readside/openapi.json is regenerated with ``make openapi`` when views change."""
     from pathlib import Path
 
     from streams.readside.app import openapi_document

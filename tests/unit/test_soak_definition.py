@@ -6,10 +6,12 @@ import random
 
 import pytest
 
-from paystream.soak import SoakConfig, build_plan, definition_alerts, model, schedule
 from streams.detector import bruteforce
 from streams.detector.bruteforce import Event, Relate, Unrelate
 from streams.detector.graph import TransferEdge
+from tests.soak.chaos import schedule
+from tests.soak.definition import definition_alerts
+from tests.soak.plan import SoakConfig, build_plan, model
 
 S = 1_000_000
 
