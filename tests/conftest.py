@@ -12,6 +12,15 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+# Speed lives in benchmarks, not in tests: on a loaded 2-core machine an example may take
+# longer than hypothesis's 200 ms deadline, or generate slowly; neither is a failure.
+hypothesis_settings.register_profile(
+    "paystream", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("paystream")
 
 # The checkout is not installed into the venv: make `ops`, `paystream`... importable from it.
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
