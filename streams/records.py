@@ -123,18 +123,19 @@ _PAYMENT_SCHEMAS = frozenset(
 
 def _payment_command(schema: str, r: dict[str, Any], ts: int, d: str) -> m.PaymentCommand:
     """A payment command record (fields already checked by ``to_command``) in domain form."""
-    cid, acct, order, reply = r["command_id"], r["account"], r["payment_order_id"], r["reply_to"]
+    cid, acct, order = r["command_id"], r["account"], r["payment_order_id"]
+    reply = r.get("reply_to")
     if schema == "AuthorizePayin":
         return m.AuthorizePayin(cid, acct, order, r["amount"], r["currency"], reply, ts, d)
     if schema == "SettlePayin":
         return m.SettlePayin(cid, acct, order, r["psp"], reply, ts, d)
     if schema == "CancelPayin":
-        return m.CancelPayin(cid, acct, order, r["reason"], reply, ts, d)
+        return m.CancelPayin(cid, acct, order, r.get("reason"), reply, ts, d)
     if schema == "HoldPayout":
         return m.HoldPayout(cid, acct, order, r["amount"], r["currency"], reply, ts, d)
     if schema == "PostPayout":
         return m.PostPayout(cid, acct, order, r["psp"], reply, ts, d)
-    return m.VoidPayout(cid, acct, order, r["reason"], reply, ts, d)
+    return m.VoidPayout(cid, acct, order, r.get("reason"), reply, ts, d)
 
 
 def _payment_command_record(cmd: m.PaymentCommand) -> tuple[str, dict[str, Any]]:
