@@ -457,6 +457,22 @@ def test_a_void_after_the_room_was_filled_cannot_overflow() -> None:
     assert ledger.account("a").balance == BALANCE_MAX
 
 
+def test_a_transfer_void_after_the_room_was_filled_cannot_overflow() -> None:
+    """Regression: a deposit while a transfer was held could fill the balance to its ceiling;
+    the transfer's void then raised InvariantViolation, at every restart of the worker."""
+    ledger = opened("a")
+    big = str(AMOUNT_MINOR_MAX // 100)
+    for i in range(10):
+        ledger.submit({"type": "deposit", "command_id": f"d{i}", "account": "a", "amount": big})
+    transfer = {"type": "transfer", "command_id": "t", "from": "a", "to": "nobody", "amount": big}
+    ledger.submit(transfer)  # held; the destination will turn it back
+    ledger.submit({"type": "deposit", "command_id": "fill", "account": "a", "amount": "0.01"})
+    assert outcome(ledger, "fill") == "balance_would_overflow"
+    ledger.drain()
+    assert outcome(ledger, "t") == "credit_account_not_found"
+    assert ledger.account("a").balance == BALANCE_MAX
+
+
 # --- across the commands ---
 
 
