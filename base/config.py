@@ -55,7 +55,8 @@ class Limits:
     restart_window_s: float = 600.0
     restart_backoff_max_s: float = 30.0
     # The core's own limits (recent command ids per account: 32; messages waiting for an
-    # opening account: 64) live in streams.ledger.model, since deciding depends on them.
+    # opening account: 64; pay-ins and pay-outs in flight per account: 64 each) live in
+    # streams.ledger.model, since deciding depends on them.
     # Producer: librdkafka queue bound and linger.
     producer_queue_records_max: int = 500_000
     producer_linger_ms: int = 5

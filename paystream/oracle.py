@@ -10,9 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from schemas.catalogue import command_types
+from schemas.catalogue import all_command_types
 
 EXP = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0, "KWD": 3, "CHF": 2}
+
+# Payment commands (docs/payments.md, "Money"): sent only by the payments workers.
+PAYMENT_TYPES = frozenset(
+    {
+        "authorize_payin",
+        "settle_payin",
+        "cancel_payin",
+        "hold_payout",
+        "post_payout",
+        "void_payout",
+    }
+)
+PAYMENTS_IN_FLIGHT_MAX = 64  # per account, pay-ins and pay-outs apart
+_PSP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 @dataclass
@@ -29,6 +43,11 @@ class Oracle:
     users: dict[str, str] = field(default_factory=dict)
     seen: dict[tuple[str, str], str] = field(default_factory=dict)  # (key, command_id) -> body
     outcomes: dict[str, str] = field(default_factory=dict)  # command_id -> accepted | reason
+    # Payment orders in flight, per account: {account: {order id: minor units}}.
+    payins: dict[str, dict[str, int]] = field(default_factory=dict)
+    payouts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The system accounts payments post to ("@psp/<psp>/<CUR>", "@payout/<CUR>"): minor units.
+    system: dict[str, int] = field(default_factory=dict)
 
     def amount(self, text: object, currency: str) -> int | str:
         if not isinstance(text, str) or not text or text.count(".") > 1:
@@ -50,7 +69,7 @@ class Oracle:
 
     def apply(self, c: dict[str, str]) -> str | None:
         t = c["type"]
-        key = c[command_types()[t].key_field]
+        key = c[all_command_types()[t].key_field]
         body = repr(sorted(c.items()))
         if (key, c["command_id"]) in self.seen:
             return (
@@ -59,6 +78,8 @@ class Oracle:
                 else "exists_with_different_payload"
             )
         result = self._decide(t, c)
+        if result == "exists_with_different_payload":  # a payment order held for another payload
+            return result
         self.seen[(key, c["command_id"])] = body
         self.outcomes[c["command_id"]] = result
         return result
@@ -129,7 +150,70 @@ class Oracle:
             if c["related"] not in self.accounts:
                 return "related_account_not_found"
             return "accepted"
+        if t in PAYMENT_TYPES:
+            return self._payment(t, c, a)
         raise ValueError(t)
+
+    # --- payments: the ledger side of pay-ins and pay-outs ---
+
+    def _payment(self, t: str, c: dict[str, str], a: Acct | None) -> str:
+        order = c["payment_order_id"]
+        if not order or order.startswith("@") or len(order) > 128:
+            return "command_id_invalid"
+        name = c["account"]
+        payins = self.payins.setdefault(name, {})
+        payouts = self.payouts.setdefault(name, {})
+        if t in ("authorize_payin", "hold_payout"):
+            return self._admit(t, c, a, payins if t == "authorize_payin" else payouts)
+        if t in ("settle_payin", "post_payout") and not (
+            0 < len(c["psp"]) <= 32 and set(c["psp"]) <= _PSP_CHARS
+        ):
+            return "psp_invalid"
+        orders = payins if t in ("settle_payin", "cancel_payin") else payouts
+        if a is None or order not in orders:
+            return "payment_order_not_found"
+        amount = orders.pop(order)
+        if t == "settle_payin":  # booked even on a blocked account
+            a.balance += amount
+            self._move(f"@psp/{c['psp']}/{a.currency}", -amount)
+        elif t == "post_payout":
+            self._move(f"@payout/{a.currency}", -amount)
+            self._move(f"@psp/{c['psp']}/{a.currency}", amount)
+        elif t == "void_payout":  # given back even on a blocked account
+            self._move(f"@payout/{a.currency}", -amount)
+            a.balance += amount
+        return "accepted"
+
+    def _admit(self, t: str, c: dict[str, str], a: Acct | None, orders: dict[str, int]) -> str:
+        """authorize_payin and hold_payout."""
+        if a is None:
+            return "account_not_found"
+        order = c["payment_order_id"]
+        if order in orders:  # a redo: the same order again, or another payload
+            same = (
+                c["currency"] == a.currency
+                and self.amount(c["amount"], a.currency) == orders[order]
+            )
+            return "accepted" if same else "exists_with_different_payload"
+        if a.blocked:
+            return "account_blocked"
+        if c["currency"] != a.currency:
+            return "currency_mismatch"
+        amt = self.amount(c["amount"], a.currency)
+        if isinstance(amt, str):
+            return amt
+        if t == "hold_payout" and a.balance < amt:
+            return "insufficient_funds"
+        if len(orders) >= PAYMENTS_IN_FLIGHT_MAX:
+            return "too_many_payments_in_flight"
+        orders[order] = amt
+        if t == "hold_payout":  # the balance drops at once
+            a.balance -= amt
+            self._move(f"@payout/{a.currency}", amt)
+        return "accepted"
+
+    def _move(self, system_account: str, amount: int) -> None:
+        self.system[system_account] = self.system.get(system_account, 0) + amount
 
     def balances(self) -> dict[str, dict[str, str]]:
         out = {}

@@ -64,7 +64,9 @@ def to_command(schema: str, r: dict[str, Any], ts: int) -> m.Command:
     d = digest_of(schema, r)
     cid = r["command_id"]
     cmd: m.Command
-    if schema == "Transfer":
+    if schema in _PAYMENT_SCHEMAS:
+        cmd = _payment_command(schema, r, ts, d)
+    elif schema == "Transfer":
         cmd = m.CreateTransfer(cid, r["from"], r["to"], r["amount"], ts, d)
     elif schema == "Deposit":
         cmd = m.Deposit(cid, r["account"], r["amount"], ts, d)
@@ -85,6 +87,46 @@ def to_command(schema: str, r: dict[str, Any], ts: int) -> m.Command:
         # against a user's state (an invariant violation that stops the worker, every time).
         raise BadRecord("reserved_key", f"{cmd.key[:64]!r} is a reserved key, not an account")
     return cmd
+
+
+_PAYMENT_SCHEMAS = frozenset(
+    {"AuthorizePayin", "SettlePayin", "CancelPayin", "HoldPayout", "PostPayout", "VoidPayout"}
+)
+
+
+def _payment_command(schema: str, r: dict[str, Any], ts: int, d: str) -> m.PaymentCommand:
+    """A payment command record (fields already checked by ``to_command``) in domain form."""
+    cid, acct, order = r["command_id"], r["account"], r["payment_order_id"]
+    reply = r.get("reply_to")
+    if schema == "AuthorizePayin":
+        return m.AuthorizePayin(cid, acct, order, r["amount"], r["currency"], reply, ts, d)
+    if schema == "SettlePayin":
+        return m.SettlePayin(cid, acct, order, r["psp"], reply, ts, d)
+    if schema == "CancelPayin":
+        return m.CancelPayin(cid, acct, order, r.get("reason"), reply, ts, d)
+    if schema == "HoldPayout":
+        return m.HoldPayout(cid, acct, order, r["amount"], r["currency"], reply, ts, d)
+    if schema == "PostPayout":
+        return m.PostPayout(cid, acct, order, r["psp"], reply, ts, d)
+    return m.VoidPayout(cid, acct, order, r.get("reason"), reply, ts, d)
+
+
+def _payment_command_record(cmd: m.PaymentCommand) -> tuple[str, dict[str, Any]]:
+    """The Avro schema and record of a payment command (the inverse of ``_payment_command``),
+    with every field in schema order, so a deferred command keeps its digest."""
+    head = {
+        "command_id": cmd.command_id,
+        "account": cmd.account,
+        "payment_order_id": cmd.payment_order_id,
+    }
+    match cmd:
+        case m.AuthorizePayin() | m.HoldPayout():
+            body: dict[str, Any] = {"amount": cmd.amount, "currency": cmd.currency}
+        case m.SettlePayin() | m.PostPayout():
+            body = {"psp": cmd.psp}
+        case m.CancelPayin() | m.VoidPayout():
+            body = {"reason": cmd.reason}
+    return type(cmd).__name__, {**head, **body, "reply_to": cmd.reply_to}
 
 
 def _str(r: dict[str, Any], name: str) -> str:
@@ -293,9 +335,20 @@ def _outcome(e: m.CommandAccepted | m.CommandRejected) -> Out:
             "status": "rejected" if rejected else "accepted",
             "reason": reason,
             "digest": e.digest,
+            "reply_to": e.reply_to,
             "ts": e.ts,
         },
     )
+
+
+def _outcome_records(e: m.CommandAccepted | m.CommandRejected) -> Iterator[Out]:
+    """The outcome, and when the command named a payment to answer (``reply_to``), the same
+    record to the payments topic keyed by it: in the same transaction, like every record of a
+    step (docs/payments.md, "Topics")."""
+    out = _outcome(e)
+    yield out
+    if e.reply_to is not None:
+        yield Out("payments", out.schema, e.reply_to, dict(out.record))
 
 
 def transfer_step(event: m.Event) -> m.CreditTransfer | m.SettleTransfer | m.VoidTransfer | None:
@@ -320,7 +373,7 @@ def to_records(event: m.Event, transfer_steps: bool = True) -> Iterator[Out]:
         case m.Posted():
             yield from _postings(event)
         case m.CommandAccepted() | m.CommandRejected():
-            yield _outcome(event)
+            yield from _outcome_records(event)
         case m.TransferHeld():
             t = event.transfer
             yield _lifecycle(t, "pending")
@@ -404,7 +457,8 @@ def to_records(event: m.Event, transfer_steps: bool = True) -> Iterator[Out]:
                 event.command_id, event.account, "unrelated", event.ts, related=event.related
             )
         case _:
-            # TransferSettled, AccountOpeningAbandoned: state-only; their outcome is separate.
+            # TransferSettled, AccountOpeningAbandoned and the payment order events (Payin*,
+            # Payout*): state-only; their postings and outcomes are separate events.
             return
 
 
@@ -444,6 +498,8 @@ def command_record(cmd: m.Command) -> tuple[str, dict[str, Any]]:
                 "account": cmd.account,
                 "related": cmd.related,
             }
+        case _:
+            return _payment_command_record(cmd)
 
 
 def _deferred_to_json(msg: m.Deferrable) -> list[Any]:
@@ -483,21 +539,37 @@ def _deferred_from_json(v: list[Any]) -> m.Deferrable:
 def encode_state(state: m.State) -> bytes:
     if isinstance(state, m.UserState):
         return json.dumps(["u", state.user, state.account], separators=(",", ":")).encode()
-    return json.dumps(
-        [
-            "a",
-            state.account,
-            state.status.value,
-            state.user,
-            state.currency,
-            state.balance,
-            state.held,
-            state.seq,
-            [[r.command_id, r.digest, r.outcome] for r in state.recent],
-            [_deferred_to_json(d) for d in state.deferred],
-        ],
-        separators=(",", ":"),
-    ).encode()
+    fields: list[Any] = [
+        "a",
+        state.account,
+        state.status.value,
+        state.user,
+        state.currency,
+        state.balance,
+        state.held,
+        state.seq,
+        [[r.command_id, r.digest, r.outcome] for r in state.recent],
+        [_deferred_to_json(d) for d in state.deferred],
+    ]
+    fields += _orders_to_json(state)
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def _orders_to_json(state: m.AccountState) -> list[Any]:
+    """Payment orders in flight, after the older fields: left out when there are none, so an
+    account without payments encodes as before (and an older reader ignores them)."""
+    if not state.payins and not state.payouts:
+        return []
+    return [[[o, a] for o, a in state.payins], [[o, a] for o, a in state.payouts]]
+
+
+def _orders_from_json(v: list[Any]) -> dict[str, tuple[tuple[str, int], ...]]:
+    if len(v) <= 10:  # written before payments, or without orders in flight
+        return {}
+    return {
+        "payins": tuple((o, a) for o, a in v[10]),
+        "payouts": tuple((o, a) for o, a in v[11]),
+    }
 
 
 def decode_state(data: bytes) -> m.State:
@@ -514,6 +586,7 @@ def decode_state(data: bytes) -> m.State:
         v[7],
         tuple(m.Remembered(c, d, o) for c, d, o in v[8]),
         tuple(_deferred_from_json(d) for d in v[9]) if len(v) > 9 else (),
+        **_orders_from_json(v),
     )
 
 
@@ -529,4 +602,8 @@ def state_view(state: m.AccountState) -> dict[str, Any]:
         "held": format_amount(state.held, cur) if known else str(state.held),
         "status": state.status.value,
         "seq": state.seq,
+        # Held pay-outs left the balance at once (docs/payments.md); not part of ``held``.
+        "payouts_held": format_amount(state.payouts_total, cur)
+        if known
+        else str(state.payouts_total),
     }

@@ -11,18 +11,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.catalogue import command_types
+from schemas.catalogue import all_command_types
 from streams.ledger import decide, evolve_all
 from streams.ledger import model as m
 from streams.ledger.model import COMMAND_MEMORY_MAX
 from streams.records import decode_state, encode_state, to_command, to_records, to_saga_step
 
-SCHEMA = {t: spec.schema for t, spec in command_types().items()}
+SCHEMA = {t: spec.schema for t, spec in all_command_types().items()}
 
 
 def command(obj: dict[str, Any], ts: int = 0) -> m.Command:
     record = {k: v for k, v in obj.items() if k != "type"}
-    for name in command_types()[obj["type"]].optional:
+    for name in all_command_types()[obj["type"]].optional:
         record.setdefault(name, None)
     return to_command(SCHEMA[obj["type"]], record, ts)
 
@@ -35,6 +35,7 @@ class InMemoryLedger:
     postings: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     entry_ids: list[str] = field(default_factory=list)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+    replies: list[Any] = field(default_factory=list)  # records to the payments topic
     records: list[Any] = field(default_factory=list)
 
     def submit(self, obj: dict[str, Any], ts: int = 0) -> None:
@@ -60,6 +61,8 @@ class InMemoryLedger:
                     self.inbox.append(to_saga_step(out.record))
                 elif out.topic == "outcomes":
                     self.outcomes.append(out.record)
+                elif out.topic == "payments":
+                    self.replies.append(out)
         return events
 
     def step(self, index: int = 0) -> None:

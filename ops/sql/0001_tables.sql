@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS ledger_entries
     amount          Decimal(38, 6) COMMENT 'signed: negative leaves the account, positive arrives',
     balance_after   Nullable(Decimal(38, 6)) COMMENT 'the account balance after this posting (null for system accounts)',
     account_seq     UInt64 COMMENT '1, 2, 3... per customer account, no gaps; 0 for system accounts',
-    kind            LowCardinality(String) COMMENT 'deposit | withdrawal | transfer_hold | transfer_post | transfer_void',
+    kind            LowCardinality(String) COMMENT 'deposit | withdrawal | transfer_hold | transfer_post | transfer_void | payin | payout_hold | payout_post | payout_void',
     ts              DateTime64(6, 'UTC') COMMENT 'when the command entered the log',
     kafka_partition UInt32 COMMENT 'source partition of paystream.ledger.v1',
     kafka_offset    UInt64 COMMENT 'source offset of paystream.ledger.v1'

@@ -14,6 +14,8 @@ from .model import (
     ACCEPTED,
     DEFERRED_MAX,
     ID_CHARS_MAX,
+    PAYMENTS_IN_FLIGHT_MAX,
+    PSP_CHARS_MAX,
     AccountBlocked,
     AccountOpened,
     AccountOpeningAbandoned,
@@ -22,7 +24,9 @@ from .model import (
     AccountState,
     AccountsUnrelated,
     AccountUnblocked,
+    AuthorizePayin,
     BlockAccount,
+    CancelPayin,
     Command,
     CommandAccepted,
     CommandRejected,
@@ -32,15 +36,25 @@ from .model import (
     Deferrable,
     Deposit,
     Event,
+    HoldPayout,
     Leg,
     Message,
     MessageDeferred,
     OpenAccount,
+    PayinAuthorized,
+    PayinCancelled,
+    PayinSettled,
+    PaymentCommand,
+    PayoutHeld,
+    PayoutPosted,
+    PayoutVoided,
     Posted,
     PostingKind,
+    PostPayout,
     RelateAccounts,
     RelationRequested,
     ReserveUser,
+    SettlePayin,
     SettleTransfer,
     State,
     Status,
@@ -56,10 +70,14 @@ from .model import (
     UserReservationResult,
     UserReserved,
     UserState,
+    VoidPayout,
     VoidTransfer,
     Withdraw,
     clearing_account,
     is_system_account,
+    payout_account,
+    psp_account,
+    reply_to_of,
     world_account,
 )
 from .money import CURRENCY_EXPONENTS, AmountError, parse_amount
@@ -139,6 +157,9 @@ def _command(state: AccountState | None, cmd: Command) -> list[Event]:
             if seen.digest == cmd.digest:
                 return []  # a duplicate: the original outcome stands
             return [_reject(cmd, Rejection.exists_with_different_payload, remember=False)]
+    if isinstance(cmd, PaymentCommand) and not _valid_id(cmd.payment_order_id):
+        # The order id is part of the command's identity (``<payment_order_id>/<step>``).
+        return [_reject(cmd, Rejection.command_id_invalid)]
     if _opening(state) and not isinstance(cmd, OpenAccount):
         return _defer(state, cmd, None)
     match cmd:
@@ -156,16 +177,27 @@ def _command(state: AccountState | None, cmd: Command) -> list[Event]:
             return _unblock(state, cmd)
         case RelateAccounts() | UnrelateAccounts():
             return _relate(state, cmd)
+        case _:
+            return _payment(state, cmd)
 
 
 def _reject(cmd: Command, reason: Rejection, *, remember: bool = True) -> CommandRejected:
     return CommandRejected(
-        cmd.command_id, cmd.command_type, cmd.key, cmd.digest, reason, cmd.ts, remember
+        cmd.command_id,
+        cmd.command_type,
+        cmd.key,
+        cmd.digest,
+        reason,
+        cmd.ts,
+        remember,
+        reply_to_of(cmd),
     )
 
 
 def _accept(cmd: Command) -> CommandAccepted:
-    return CommandAccepted(cmd.command_id, cmd.command_type, cmd.key, cmd.digest, cmd.ts, True)
+    return CommandAccepted(
+        cmd.command_id, cmd.command_type, cmd.key, cmd.digest, cmd.ts, True, reply_to_of(cmd)
+    )
 
 
 def _open(state: AccountState | None, cmd: OpenAccount) -> list[Event]:
@@ -182,7 +214,9 @@ def _open(state: AccountState | None, cmd: OpenAccount) -> list[Event]:
     ]
 
 
-def _amount(cmd: Deposit | Withdraw | CreateTransfer, currency: str) -> int | Rejection:
+def _amount(
+    cmd: Deposit | Withdraw | CreateTransfer | AuthorizePayin | HoldPayout, currency: str
+) -> int | Rejection:
     try:
         return parse_amount(cmd.amount, currency)
     except AmountError as exc:
@@ -194,6 +228,13 @@ def _entry_id(cmd_key: str, command_id: str, kind: PostingKind) -> str:
     return f"{cmd_key}/{command_id}/{kind.value}"
 
 
+def _room(state: AccountState) -> int:
+    """How much more may be credited to the account. Money in flight may still arrive or come
+    back without any check (a settled pay-in, a voided pay-out or transfer: it already moved),
+    so every credit that can be refused leaves room for it."""
+    return BALANCE_MAX - state.balance - state.held - state.payins_total - state.payouts_total
+
+
 def _deposit(state: AccountState | None, cmd: Deposit) -> list[Event]:
     if state is None or not state.exists:
         return [_reject(cmd, Rejection.account_not_found)]
@@ -202,7 +243,7 @@ def _deposit(state: AccountState | None, cmd: Deposit) -> list[Event]:
     amount = _amount(cmd, state.currency)
     if isinstance(amount, Rejection):
         return [_reject(cmd, amount)]
-    if state.balance + amount > BALANCE_MAX:
+    if amount > _room(state):
         return [_reject(cmd, Rejection.balance_would_overflow)]
     entry = Posted(
         _entry_id(cmd.key, cmd.command_id, PostingKind.deposit),
@@ -287,7 +328,7 @@ def _credit(state: AccountState | None, t: TransferInfo) -> list[Event]:
         reason = Rejection.credit_account_blocked
     elif state.currency != t.currency:
         reason = Rejection.currency_mismatch
-    elif state.balance + t.amount > BALANCE_MAX:
+    elif t.amount > _room(state):
         reason = Rejection.balance_would_overflow
     if reason is not None or state is None:
         return [TransferTurnedBack(t, reason or Rejection.credit_account_not_found)]
@@ -354,6 +395,167 @@ def _relate(state: AccountState | None, cmd: RelateAccounts | UnrelateAccounts) 
             cmd.command_id, cmd.command_type, cmd.digest, cmd.account, cmd.related, kind, cmd.ts
         )
     ]
+
+
+# --- Payment commands (docs/payments.md, "Money") ---
+
+# A PSP name is a short slug ([a-z0-9_-]{1,32}): it becomes part of "@psp/<psp>/<CUR>".
+_PSP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _valid_psp(psp: str) -> bool:
+    return 0 < len(psp) <= PSP_CHARS_MAX and set(psp) <= _PSP_CHARS
+
+
+def _payment(state: AccountState | None, cmd: PaymentCommand) -> list[Event]:
+    match cmd:
+        case AuthorizePayin():
+            return _authorize_payin(state, cmd)
+        case SettlePayin():
+            return _settle_payin(state, cmd)
+        case CancelPayin():
+            return _cancel_payin(state, cmd)
+        case HoldPayout():
+            return _hold_payout(state, cmd)
+        case PostPayout():
+            return _post_payout(state, cmd)
+        case VoidPayout():
+            return _void_payout(state, cmd)
+
+
+def _held_again(cmd: AuthorizePayin | HoldPayout, state: AccountState, held: int) -> list[Event]:
+    """The account already holds this order (a redo whose command id was forgotten): the
+    original outcome stands. Another amount or currency for the same order is not a redo."""
+    if cmd.currency != state.currency or _amount(cmd, state.currency) != held:
+        return [_reject(cmd, Rejection.exists_with_different_payload, remember=False)]
+    return [_accept(cmd)]
+
+
+def _authorize_payin(state: AccountState | None, cmd: AuthorizePayin) -> list[Event]:
+    """Check the account can take the pay-in and reserve its amount; nothing is posted."""
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    held = state.payin(cmd.payment_order_id)
+    if held is not None:
+        return _held_again(cmd, state, held)
+    if state.status is Status.blocked:
+        return [_reject(cmd, Rejection.account_blocked)]
+    if cmd.currency != state.currency:
+        return [_reject(cmd, Rejection.currency_mismatch)]
+    amount = _amount(cmd, state.currency)
+    if isinstance(amount, Rejection):
+        return [_reject(cmd, amount)]
+    if amount > _room(state):
+        return [_reject(cmd, Rejection.balance_would_overflow)]
+    if len(state.payins) >= PAYMENTS_IN_FLIGHT_MAX:
+        return [_reject(cmd, Rejection.too_many_payments_in_flight)]
+    authorized = PayinAuthorized(cmd.command_id, cmd.account, cmd.payment_order_id, amount, cmd.ts)
+    return [authorized, _accept(cmd)]
+
+
+def _settle_payin(state: AccountState | None, cmd: SettlePayin) -> list[Event]:
+    """The PSP collected the money: book it, even on a blocked account (it already moved)."""
+    if not _valid_psp(cmd.psp):
+        return [_reject(cmd, Rejection.psp_invalid)]
+    amount = None if state is None else state.payin(cmd.payment_order_id)
+    if state is None or amount is None:
+        return [_reject(cmd, Rejection.payment_order_not_found)]
+    entry = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.payin),
+        cmd.command_id,
+        None,
+        PostingKind.payin,
+        state.currency,
+        Leg(psp_account(cmd.psp, state.currency), -amount, None, 0),
+        Leg(state.account, amount, state.balance + amount, state.seq + 1),
+        cmd.ts,
+    )
+    settled = PayinSettled(
+        cmd.command_id, cmd.account, cmd.payment_order_id, cmd.psp, amount, cmd.ts
+    )
+    return [entry, settled, _accept(cmd)]
+
+
+def _cancel_payin(state: AccountState | None, cmd: CancelPayin) -> list[Event]:
+    if state is None or state.payin(cmd.payment_order_id) is None:
+        return [_reject(cmd, Rejection.payment_order_not_found)]
+    cancelled = PayinCancelled(cmd.command_id, cmd.account, cmd.payment_order_id, cmd.ts)
+    return [cancelled, _accept(cmd)]
+
+
+def _hold_payout(state: AccountState | None, cmd: HoldPayout) -> list[Event]:
+    """Take the pay-out's amount from the account at once, into the pay-out account."""
+    if state is None or not state.exists:
+        return [_reject(cmd, Rejection.account_not_found)]
+    held = state.payout(cmd.payment_order_id)
+    if held is not None:
+        return _held_again(cmd, state, held)
+    if state.status is Status.blocked:
+        return [_reject(cmd, Rejection.account_blocked)]
+    if cmd.currency != state.currency:
+        return [_reject(cmd, Rejection.currency_mismatch)]
+    amount = _amount(cmd, state.currency)
+    if isinstance(amount, Rejection):
+        return [_reject(cmd, amount)]
+    if state.balance < amount:
+        return [_reject(cmd, Rejection.insufficient_funds)]
+    if len(state.payouts) >= PAYMENTS_IN_FLIGHT_MAX:
+        return [_reject(cmd, Rejection.too_many_payments_in_flight)]
+    entry = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.payout_hold),
+        cmd.command_id,
+        None,
+        PostingKind.payout_hold,
+        state.currency,
+        Leg(state.account, -amount, state.balance - amount, state.seq + 1),
+        Leg(payout_account(state.currency), amount, None, 0),
+        cmd.ts,
+    )
+    held_now = PayoutHeld(cmd.command_id, cmd.account, cmd.payment_order_id, amount, cmd.ts)
+    return [entry, held_now, _accept(cmd)]
+
+
+def _post_payout(state: AccountState | None, cmd: PostPayout) -> list[Event]:
+    """The PSP paid it: the pay-out account pays the PSP's account (two system accounts, so
+    the customer account's balance and sequence do not change)."""
+    if not _valid_psp(cmd.psp):
+        return [_reject(cmd, Rejection.psp_invalid)]
+    amount = None if state is None else state.payout(cmd.payment_order_id)
+    if state is None or amount is None:
+        return [_reject(cmd, Rejection.payment_order_not_found)]
+    entry = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.payout_post),
+        cmd.command_id,
+        None,
+        PostingKind.payout_post,
+        state.currency,
+        Leg(payout_account(state.currency), -amount, None, 0),
+        Leg(psp_account(cmd.psp, state.currency), amount, None, 0),
+        cmd.ts,
+    )
+    posted = PayoutPosted(
+        cmd.command_id, cmd.account, cmd.payment_order_id, cmd.psp, amount, cmd.ts
+    )
+    return [entry, posted, _accept(cmd)]
+
+
+def _void_payout(state: AccountState | None, cmd: VoidPayout) -> list[Event]:
+    """Nothing was paid out: give the money back, even on a blocked account (it is theirs)."""
+    amount = None if state is None else state.payout(cmd.payment_order_id)
+    if state is None or amount is None:
+        return [_reject(cmd, Rejection.payment_order_not_found)]
+    entry = Posted(
+        _entry_id(cmd.key, cmd.command_id, PostingKind.payout_void),
+        cmd.command_id,
+        None,
+        PostingKind.payout_void,
+        state.currency,
+        Leg(payout_account(state.currency), -amount, None, 0),
+        Leg(state.account, amount, state.balance + amount, state.seq + 1),
+        cmd.ts,
+    )
+    voided = PayoutVoided(cmd.command_id, cmd.account, cmd.payment_order_id, amount, cmd.ts)
+    return [entry, voided, _accept(cmd)]
 
 
 # --- Saga steps ---

@@ -9,6 +9,7 @@ from .invariants import check_account, check_posted
 from .model import (
     ACCEPTED,
     COMMAND_MEMORY_MAX,
+    PAYMENTS_IN_FLIGHT_MAX,
     PENDING,
     AccountBlocked,
     AccountOpened,
@@ -20,6 +21,12 @@ from .model import (
     CommandRejected,
     Event,
     MessageDeferred,
+    PayinAuthorized,
+    PayinCancelled,
+    PayinSettled,
+    PayoutHeld,
+    PayoutPosted,
+    PayoutVoided,
     Posted,
     RelationRequested,
     Remembered,
@@ -30,6 +37,7 @@ from .model import (
     TransferVoided,
     UserReserved,
     UserState,
+    is_system_account,
 )
 
 
@@ -37,7 +45,10 @@ def evolve(state: State | None, event: Event, memory_max: int = COMMAND_MEMORY_M
     match event:
         case Posted():
             check_posted(event)
-            return _post(_acct(state, event), event)
+            s = _acct(state, event)
+            if is_system_account(event.debit.account) and is_system_account(event.credit.account):
+                return s  # a pay-out's post: no customer leg, the account's books are unchanged
+            return _post(s, event)
         case AccountOpeningStarted():
             prev = state if isinstance(state, AccountState) else None
             recent = prev.recent if prev else ()
@@ -96,6 +107,21 @@ def evolve(state: State | None, event: Event, memory_max: int = COMMAND_MEMORY_M
             return replace(
                 s, recent=_remember(s.recent, event.command_id, event.digest, PENDING, memory_max)
             )
+        case PayinAuthorized():
+            s = _acct(state, event)
+            return replace(s, payins=_add_order(s.payins, event.payment_order_id, event.amount))
+        case PayinSettled():
+            s = _acct(state, event)
+            return replace(s, payins=_drop_order(s.payins, event.payment_order_id, event.amount))
+        case PayinCancelled():
+            s = _acct(state, event)
+            return replace(s, payins=_drop_order(s.payins, event.payment_order_id, None))
+        case PayoutHeld():
+            s = _acct(state, event)
+            return replace(s, payouts=_add_order(s.payouts, event.payment_order_id, event.amount))
+        case PayoutPosted() | PayoutVoided():
+            s = _acct(state, event)
+            return replace(s, payouts=_drop_order(s.payouts, event.payment_order_id, event.amount))
         case _:
             # Events that only leave the agent (outcomes of other accounts' commands,
             # user refusals, turned-back transfers, relations) change nothing here.
@@ -123,6 +149,30 @@ def _release(state: AccountState, amount: int) -> AccountState:
     new = replace(state, held=state.held - amount)
     check_account(new)
     return new
+
+
+def _add_order(
+    orders: tuple[tuple[str, int], ...], order_id: str, amount: int
+) -> tuple[tuple[str, int], ...]:
+    if amount <= 0:
+        raise InvariantViolation(f"payment order {order_id!r} of non-positive amount {amount}")
+    if any(o == order_id for o, _ in orders):
+        raise InvariantViolation(f"payment order {order_id!r} is already in flight")
+    if len(orders) >= PAYMENTS_IN_FLIGHT_MAX:
+        raise InvariantViolation(f"more than {PAYMENTS_IN_FLIGHT_MAX} payments in flight")
+    return (*orders, (order_id, amount))
+
+
+def _drop_order(
+    orders: tuple[tuple[str, int], ...], order_id: str, amount: int | None
+) -> tuple[tuple[str, int], ...]:
+    """Remove an order in flight; ``amount``, when given, must be the one it was held with."""
+    for i, (o, held) in enumerate(orders):
+        if o == order_id:
+            if amount is not None and amount != held:
+                raise InvariantViolation(f"payment order {order_id!r} held {held}, not {amount}")
+            return (*orders[:i], *orders[i + 1 :])
+    raise InvariantViolation(f"payment order {order_id!r} is not in flight")
 
 
 def _remember(

@@ -14,6 +14,8 @@ from .rejections import Rejection
 WORLD = "@world/"  # money from and to outside the ledger, per currency
 CLEARING = "@clearing/"  # money in flight between the two legs of a transfer, per currency
 USER_KEY = "@user/"  # key of the user-reservation step (one account per user)
+PSP = "@psp/"  # a PSP's balance with us, per PSP and currency (docs/payments.md, "Money")
+PAYOUT = "@payout/"  # pay-outs held from accounts and not yet paid by a PSP, per currency
 
 
 def world_account(currency: str) -> str:
@@ -22,6 +24,14 @@ def world_account(currency: str) -> str:
 
 def clearing_account(currency: str) -> str:
     return CLEARING + currency
+
+
+def psp_account(psp: str, currency: str) -> str:
+    return f"{PSP}{psp}/{currency}"
+
+
+def payout_account(currency: str) -> str:
+    return PAYOUT + currency
 
 
 def user_key(user: str) -> str:
@@ -150,6 +160,123 @@ class UnrelateAccounts:
         return self.account
 
 
+# --- Payment commands: sent only by the payments workers (docs/payments.md, "Money"). ---
+# Their command ids are ``<payment_order_id>/<step>``; ``reply_to`` (a payment id) asks for
+# the outcome on the payments topic as well.
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizePayin:
+    """Check that a pay-in may be credited, and reserve its amount against overflow."""
+
+    command_id: str
+    account: str
+    payment_order_id: str
+    amount: str
+    currency: str
+    reply_to: str | None
+    ts: int
+    digest: str
+    command_type = "authorize_payin"
+
+    @property
+    def key(self) -> str:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class SettlePayin:
+    """The PSP collected an authorized pay-in: post it from the PSP to the account."""
+
+    command_id: str
+    account: str
+    payment_order_id: str
+    psp: str
+    reply_to: str | None
+    ts: int
+    digest: str
+    command_type = "settle_payin"
+
+    @property
+    def key(self) -> str:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPayin:
+    """An authorized pay-in did not happen: drop it."""
+
+    command_id: str
+    account: str
+    payment_order_id: str
+    reason: str | None
+    reply_to: str | None
+    ts: int
+    digest: str
+    command_type = "cancel_payin"
+
+    @property
+    def key(self) -> str:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPayout:
+    """Hold a pay-out's amount: the account pays it into the pay-out account at once."""
+
+    command_id: str
+    account: str
+    payment_order_id: str
+    amount: str
+    currency: str
+    reply_to: str | None
+    ts: int
+    digest: str
+    command_type = "hold_payout"
+
+    @property
+    def key(self) -> str:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class PostPayout:
+    """The PSP paid a held pay-out: the pay-out account pays the PSP's account."""
+
+    command_id: str
+    account: str
+    payment_order_id: str
+    psp: str
+    reply_to: str | None
+    ts: int
+    digest: str
+    command_type = "post_payout"
+
+    @property
+    def key(self) -> str:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class VoidPayout:
+    """A held pay-out was not paid: the pay-out account pays the amount back."""
+
+    command_id: str
+    account: str
+    payment_order_id: str
+    reason: str | None
+    reply_to: str | None
+    ts: int
+    digest: str
+    command_type = "void_payout"
+
+    @property
+    def key(self) -> str:
+        return self.account
+
+
+PaymentCommand = AuthorizePayin | SettlePayin | CancelPayin | HoldPayout | PostPayout | VoidPayout
+
 Command = (
     OpenAccount
     | Deposit
@@ -159,7 +286,13 @@ Command = (
     | UnblockAccount
     | RelateAccounts
     | UnrelateAccounts
+    | PaymentCommand
 )
+
+
+def reply_to_of(cmd: Command) -> str | None:
+    """Where a command's outcome goes besides the outcomes topic (payment commands only)."""
+    return cmd.reply_to if isinstance(cmd, PaymentCommand) else None
 
 
 # --- Saga steps: messages between agents, produced in the same transaction as the step before. ---
@@ -287,6 +420,8 @@ class Status(StrEnum):
 COMMAND_MEMORY_MAX = 32  # recent command ids remembered per account
 ID_CHARS_MAX = 128  # account, user and command ids (longer ones are refused, not stored)
 DEFERRED_MAX = 64  # messages kept while an account is opening
+PAYMENTS_IN_FLIGHT_MAX = 64  # pay-ins, and apart from them pay-outs, in flight per account
+PSP_CHARS_MAX = 32  # a PSP name: [a-z0-9_-], 1 to 32 characters
 
 PENDING = "pending"
 ACCEPTED = "accepted"
@@ -311,6 +446,11 @@ class AccountState:
     recent: tuple[Remembered, ...] = ()  # newest last, bounded by COMMAND_MEMORY_MAX
     # Messages that arrived while the account was opening, replayed once it opens (or not).
     deferred: tuple[Deferrable, ...] = ()
+    # Payment orders in flight, (order id, amount in minor units), oldest first, each bounded
+    # by PAYMENTS_IN_FLIGHT_MAX: authorized pay-ins not yet settled or cancelled, and held
+    # pay-outs (already debited) not yet posted or voided.
+    payins: tuple[tuple[str, int], ...] = ()
+    payouts: tuple[tuple[str, int], ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -321,6 +461,29 @@ class AccountState:
             if r.command_id == command_id:
                 return r
         return None
+
+    def payin(self, payment_order_id: str) -> int | None:
+        """The amount of an authorized pay-in in flight, or None."""
+        return _order_amount(self.payins, payment_order_id)
+
+    def payout(self, payment_order_id: str) -> int | None:
+        """The amount of a held pay-out in flight, or None."""
+        return _order_amount(self.payouts, payment_order_id)
+
+    @property
+    def payins_total(self) -> int:
+        return sum(amount for _, amount in self.payins)
+
+    @property
+    def payouts_total(self) -> int:
+        return sum(amount for _, amount in self.payouts)
+
+
+def _order_amount(orders: tuple[tuple[str, int], ...], payment_order_id: str) -> int | None:
+    for order, amount in orders:
+        if order == payment_order_id:
+            return amount
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +504,10 @@ class PostingKind(StrEnum):
     transfer_hold = "transfer_hold"
     transfer_post = "transfer_post"
     transfer_void = "transfer_void"
+    payin = "payin"  # @psp/<psp>/<CUR> -> account
+    payout_hold = "payout_hold"  # account -> @payout/<CUR>
+    payout_post = "payout_post"  # @payout/<CUR> -> @psp/<psp>/<CUR>
+    payout_void = "payout_void"  # @payout/<CUR> -> account
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +542,7 @@ class CommandAccepted:
     digest: str
     ts: int
     remember: bool  # True where the command's home account records it
+    reply_to: str | None = None  # a payment id: the outcome also goes to the payments topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +554,7 @@ class CommandRejected:
     reason: Rejection
     ts: int
     remember: bool
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,6 +673,65 @@ class AccountsUnrelated:
     ts: int
 
 
+# Payment orders at an account (docs/payments.md, "Money"). The postings are separate
+# ``Posted`` events; these only change which orders the account holds.
+
+
+@dataclass(frozen=True, slots=True)
+class PayinAuthorized:
+    command_id: str
+    account: str
+    payment_order_id: str
+    amount: int  # minor units, > 0
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayinSettled:
+    command_id: str
+    account: str
+    payment_order_id: str
+    psp: str
+    amount: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayinCancelled:
+    command_id: str
+    account: str
+    payment_order_id: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutHeld:
+    command_id: str
+    account: str
+    payment_order_id: str
+    amount: int  # minor units, > 0
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutPosted:
+    command_id: str
+    account: str
+    payment_order_id: str
+    psp: str
+    amount: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutVoided:
+    command_id: str
+    account: str
+    payment_order_id: str
+    amount: int
+    ts: int
+
+
 @dataclass(frozen=True, slots=True)
 class MessageDeferred:
     """The account is still opening: keep the message and decide it once the opening ends."""
@@ -531,4 +759,10 @@ Event = (
     | RelationRequested
     | AccountsRelated
     | AccountsUnrelated
+    | PayinAuthorized
+    | PayinSettled
+    | PayinCancelled
+    | PayoutHeld
+    | PayoutPosted
+    | PayoutVoided
 )

@@ -40,3 +40,7 @@ class Rejection(StrEnum):
     # Relations.
     related_account_not_found = "related_account_not_found"
     relation_kind_invalid = "relation_kind_invalid"
+    # Payments (docs/payments.md, "Money").
+    payment_order_not_found = "payment_order_not_found"  # the account does not hold the order
+    too_many_payments_in_flight = "too_many_payments_in_flight"
+    psp_invalid = "psp_invalid"  # not a short slug: [a-z0-9_-]{1,32}

@@ -43,6 +43,12 @@ COMMAND_SCHEMAS = {
         "UnblockAccount",
         "RelateAccounts",
         "UnrelateAccounts",
+        "AuthorizePayin",
+        "SettlePayin",
+        "CancelPayin",
+        "HoldPayout",
+        "PostPayout",
+        "VoidPayout",
     )
 }
 BAD_RECORD_CODES = {
@@ -69,6 +75,12 @@ def field_value(name: str) -> st.SearchStrategy[str | None]:
         return st.one_of(st.text("cdefgh", min_size=1, max_size=3), avro_strings, long_strings())
     if name == "reason":
         return st.one_of(st.none(), avro_strings)
+    if name == "payment_order_id":
+        return st.one_of(st.sampled_from(("p1/1", "p2/1", "", "@p")), avro_strings, long_strings())
+    if name == "psp":
+        return st.one_of(st.sampled_from(("cardco", "bankco", "CardCo", "")), avro_strings)
+    if name == "reply_to":
+        return st.one_of(st.none(), st.sampled_from(("p1", "p2")), avro_strings, long_strings())
     return st.one_of(st.sampled_from(("u1", "u2", "u9", "family")), avro_strings)
 
 
