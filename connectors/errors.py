@@ -9,3 +9,7 @@ class ConnectorError(Exception):
 
 class WarehouseError(ConnectorError):
     """The warehouse (chDB or ClickHouse) could not be opened or refused an operation."""
+
+
+class PoisonRecord(ValueError):
+    """A committed record the warehouse cannot take; it goes to the dead-letter topic."""

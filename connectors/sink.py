@@ -1,4 +1,5 @@
-"""The warehouse sink: ledger, transfer, outcome, account and alert events into ClickHouse.
+"""The warehouse sink: ledger, transfer, outcome, account, alert and payment events into
+ClickHouse.
 
 At-least-once, made exact by the tables (ReplacingMergeTree keyed by event id) and by insert
 deduplication tokens. The sequence per batch:
@@ -27,12 +28,23 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from base.config import Settings, kafka_client_config
 from base.topics import TopicNames
+from connectors.errors import PoisonRecord
+from connectors.payment_rows import (
+    PAYMENT_ATTEMPT_COLUMNS,
+    PAYMENT_ATTEMPT_TABLE,
+    PAYMENT_STATUS_COLUMNS,
+    PAYMENT_STATUS_TABLE,
+    payment_attempt_row,
+    payment_status_row,
+)
 from schemas.codec import HEADER_BYTES, MAGIC, Codec
 from schemas.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "paystream-warehouse"
+
+Mapper = Callable[[dict[str, Any], int, int], None]
 
 LEDGER_COLUMNS = [
     "event_id", "entry_id", "command_id", "transfer_id", "account", "counterparty", "currency",
@@ -55,10 +67,6 @@ ALERT_COLUMNS = [
     "alert_id", "kind", "accounts", "transfer_ids", "command_ids", "amounts", "currency",
     "timestamps", "related_accounts", "relation_kinds", "ts", "kafka_partition", "kafka_offset",
 ]  # fmt: skip
-
-
-class PoisonRecord(ValueError):
-    """A committed record the warehouse cannot take; it goes to the dead-letter topic."""
 
 
 def _dec(text: str | None) -> Decimal | None:
@@ -148,6 +156,8 @@ COLUMNS = {
     "account_events": ACCOUNT_COLUMNS,
     "relations": RELATION_COLUMNS,
     "alerts": ALERT_COLUMNS,
+    PAYMENT_STATUS_TABLE: PAYMENT_STATUS_COLUMNS,
+    PAYMENT_ATTEMPT_TABLE: PAYMENT_ATTEMPT_COLUMNS,
 }
 
 
@@ -262,7 +272,7 @@ class WarehouseSink:
                 fp = self.codec.fingerprint_of(schema)
                 self._raw[topic] = (fp, table, with_kafka_position(self.codec.schema(schema)))
         self._raw_buffers: dict[str, list[Message]] = {}
-        self._mappers: dict[str, Callable[[dict[str, Any], int, int], None]] = {
+        self._mappers: dict[str, Mapper] = {
             self.topics.ledger: lambda r, p, o: sink.add("ledger_entries", ledger_row(r, p, o)),
             self.topics.transfers: lambda r, p, o: sink.add("transfers", transfer_row(r, p, o)),
             self.topics.outcomes: lambda r, p, o: sink.add(
@@ -271,11 +281,25 @@ class WarehouseSink:
             self.topics.accounts: self._account,
             self.topics.alerts: lambda r, p, o: sink.add("alerts", alert_row(r, p, o)),
         }
+        # A topic with several record types maps by (topic, schema); another schema there is
+        # poison. payment_orders and payment_requests follow by materialized view (0004).
+        events = self.topics.payment_events
+        self._schema_mappers: dict[tuple[str, str], Mapper] = {
+            (events, "PaymentStatusChanged"): lambda r, p, o: sink.add(
+                PAYMENT_STATUS_TABLE, payment_status_row(r, p, o)
+            ),
+            (events, "PaymentAttempt"): lambda r, p, o: sink.add(
+                PAYMENT_ATTEMPT_TABLE, payment_attempt_row(r, p, o)
+            ),
+        }
 
     def _account(self, r: dict[str, Any], p: int, o: int) -> None:
         self.sink.add("account_events", account_row(r, p, o))
         if r["kind"] in ("related", "unrelated"):
             self.sink.add("relations", relation_row(r))
+
+    def subscribed_topics(self) -> list[str]:
+        return list(dict.fromkeys([*self._mappers, *(t for t, _ in self._schema_mappers)]))
 
     def stop(self, *_: object) -> None:
         self._running = False
@@ -284,7 +308,7 @@ class WarehouseSink:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
-        self.consumer.subscribe(list(self._mappers))
+        self.consumer.subscribe(self.subscribed_topics())
         try:
             while self._running:
                 self.step()
@@ -381,8 +405,11 @@ class WarehouseSink:
     def _map_decoded(self, msg: Message) -> None:
         topic, partition, offset = _position(msg)
         try:
-            _, record = self.codec.decode(msg.value() or b"")
-            self._mappers[topic](record, partition, offset)
+            schema, record = self.codec.decode(msg.value() or b"")
+            mapper = self._schema_mappers.get((topic, schema)) or self._mappers.get(topic)
+            if mapper is None:
+                raise PoisonRecord(f"no warehouse table for {schema} on {topic}")
+            mapper(record, partition, offset)
         except (DecodeError, PoisonRecord, KeyError, TypeError, ValueError, ArithmeticError) as exc:
             self._dead_letter(msg, exc)
 
