@@ -55,7 +55,7 @@ class RequestHandler:
         self.limits = limits or ExecutorLimits()
         lim = self.limits
         self._backoff = wait_exponential_jitter(
-            initial=lim.retry_backoff_initial_s,
+            multiplier=lim.retry_backoff_initial_s,
             max=lim.retry_backoff_max_s,
             jitter=lim.retry_jitter_s,
         )
