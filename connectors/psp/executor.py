@@ -71,6 +71,8 @@ def run_executor(
     on a fatal Kafka error (the caller restarts the process; nothing is lost).
     """
     limits = limits or ExecutorLimits()
+    # httpx logs every request at INFO; the handler's own line per call says more.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         configured = psps if psps is not None else load_psps(psps_path(settings.home), limits)
         connectors = build_connectors(configured, limits)
