@@ -190,8 +190,10 @@ class Executor:
                 next_commit = time.monotonic() + commit_every_s
             if taken:
                 await asyncio.sleep(0)  # let the new tasks start their calls
-            else:
+            elif self.tasks:
                 await asyncio.sleep(lim.idle_sleep_ms / 1000)
+            else:
+                await asyncio.sleep(lim.idle_sleep_empty_ms / 1000)
 
     def _consume(self) -> int:
         room = self.limits.requests_in_flight_max - len(self.tasks)

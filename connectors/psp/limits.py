@@ -13,8 +13,11 @@ class ExecutorLimits:
     requests_in_flight_max: int = 256
     # Records taken from the consumer per loop turn (never more than the free room).
     consume_batch_records_max: int = 256
-    # How long the loop sleeps when it found nothing to do (the consumer prefetches meanwhile).
+    # How long the loop sleeps when it found nothing to do (the consumer prefetches meanwhile):
+    # short while requests are in flight (their results' acknowledgements are served by the
+    # loop), longer when there are none (a new request waits at most that long).
     idle_sleep_ms: int = 5
+    idle_sleep_empty_ms: int = 20
     # Committed offsets are sent at most this often (and at shutdown, and on a revoke).
     commit_interval_ms: int = 500
 

@@ -27,8 +27,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from base.config import Settings
 from base.kafka import partition_count, watermarks
 from base.topics import TopicNames
-from connectors.psp.config import embedded_psps_toml, psps_path
-from connectors.psp.executor import GROUP
+from connectors.psp.config import embedded_psps_toml, parse_psps, psps_path
+from connectors.psp.executor import GROUP, run_executor
+from connectors.psp.limits import ExecutorLimits
 from ops.kafka import KafkaCluster
 from ops.topics import ensure_topics
 from schemas import now_micros
@@ -129,7 +130,7 @@ class Records(threading.Thread):
             tps += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(n)]
         self.consumer.assign(tps)
         self.lock = threading.Lock()
-        self.results: list[dict[str, Any]] = []
+        self.results: dict[str, list[dict[str, Any]]] = {}
         self.partitions: dict[str, set[int]] = {}
         self.dead_letters: list[dict[str, Any]] = []
         self.stopped = threading.Event()
@@ -145,7 +146,7 @@ class Records(threading.Thread):
                         self.dead_letters.append(record)
                     else:
                         assert name == "PspResult"
-                        self.results.append(record)
+                        self.results.setdefault(record["payment_id"], []).append(record)
                         self.partitions.setdefault(record["payment_id"], set()).add(
                             msg.partition() or 0
                         )
@@ -153,7 +154,7 @@ class Records(threading.Thread):
 
     def of(self, payment_id: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [r for r in self.results if r["payment_id"] == payment_id]
+            return list(self.results.get(payment_id, ()))
 
 
 @dataclass
@@ -412,6 +413,54 @@ def test_sigterm_stops_cleanly(stack: Stack) -> None:
     assert "psp executor stopped" in stack.executor.text()
     stack.executor.start()  # for the tests after this one
     assert stack.tokens([Case("cardco", "card_4242424242424242")])
+
+
+# --- the in-flight bound, in a thread -------------------------------------------------------
+
+
+def test_in_flight_bound_pauses_the_input_and_replays_nothing(
+    settings: Settings, sim: Simulator
+) -> None:
+    """run_executor in a thread: with at most 3 requests in flight and 150 ms per call, 24
+    token requests take at least 8 rounds; each gets exactly one result."""
+    psps = parse_psps(
+        embedded_psps_toml(sim.ports, sim.state_dir / "webhook-secrets"), "psps.toml", REPO
+    )
+    stop = threading.Event()
+    exit_codes: list[int] = []
+    limits = ExecutorLimits(requests_in_flight_max=3, consume_batch_records_max=2)
+    runner = threading.Thread(
+        target=lambda: exit_codes.append(
+            run_executor(settings, psps=psps, limits=limits, stop=stop)
+        )
+    )
+    records = Records(settings)
+    records.start()
+    producer = Producer({"bootstrap.servers": settings.bootstrap, "partitioner": "murmur2_random"})
+    latency = f"{sim.url('walletco')}/v1/admin/latency"
+    httpx.post(latency, json={"ms": 150}).raise_for_status()
+    runner.start()
+    try:
+        cases = [Case("walletco", "paypal_ok@example.com", "paypal") for _ in range(24)]
+        for case in cases:
+            value = CODEC.encode("PspRequest", case.request("create_token"))
+            producer.produce(TopicNames(settings.topic_prefix).psp_requests, value, case.order_id.encode())  # fmt: skip
+        assert producer.flush(10) == 0
+        wait_until(lambda: all(records.of(c.payment_id) for c in cases), 60, "every token")
+        time.sleep(1.0)  # room for a duplicate to show up
+        for case in cases:
+            (result,) = records.of(case.payment_id)
+            assert result["kind"] == "token_created"
+        observed_s = sorted(r["ts"] / 1e6 for c in cases for r in records.of(c.payment_id))
+        # Never more than 3 calls at once: the answers come in 8 rounds of 150 ms at least
+        # (all at once, they would come within one).
+        assert observed_s[-1] - observed_s[0] >= 7 * 0.15
+    finally:
+        httpx.post(latency, json={"ms": 0}).raise_for_status()
+        stop.set()
+        runner.join(30)
+        records.stopped.set()
+    assert exit_codes == [0]
 
 
 # --- kill -9 in the middle of a batch ------------------------------------------------------
