@@ -71,3 +71,19 @@ def test_commissions_as_documented() -> None:
     assert BY_NAME["cardco"].commission_minor(1234) == 66
     assert BY_NAME["cardco"].commission_minor(500) == 44
     assert BY_NAME["bankco"].commission_minor(100_000) == 500
+
+
+def test_routing_is_pure() -> None:
+    """The payments workers call it while deciding: no I/O, clock or randomness in reach."""
+    import ast
+
+    import connectors.psp.routing as routing
+
+    tree = ast.parse(Path(routing.__file__).read_text())
+    imported = {
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+    assert imported == {"__future__", "collections.abc", "connectors.psp.config"}
