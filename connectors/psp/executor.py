@@ -248,7 +248,8 @@ class Executor:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         tp = (topic, partition)
-        self.offsets.take(tp, offset)
+        if not self.offsets.take(tp, offset):
+            log.warning("%s/%d rewound to %d: its requests come again", topic, partition, offset)
         self.counters["requests"] += 1
         task = asyncio.get_running_loop().create_task(self._work(tp, offset, msg))
         self.tasks.add(task)

@@ -42,15 +42,20 @@ class OffsetTracker:
         """Records taken and not finished, over every partition."""
         return self._open
 
-    def take(self, tp: TopicPartitionKey, offset: int) -> None:
-        """A record was consumed; offsets of a partition must come in increasing order."""
+    def take(self, tp: TopicPartitionKey, offset: int) -> bool:
+        """A record was consumed. Offsets of a partition come in increasing order; one that
+        does not (the consumer was rewound) starts the partition over from it, since every
+        record from there on comes again. False then."""
         part = self._partitions.setdefault(tp, _Partition())
-        if part.next_offset is not None and offset < part.next_offset:
-            raise ValueError(f"{tp}: offset {offset} taken after {part.next_offset - 1}")
+        in_order = part.next_offset is None or offset >= part.next_offset
+        if not in_order:
+            self._open -= len(part.unfinished)
+            part = self._partitions[tp] = _Partition()
         part.taken.append(offset)
         part.unfinished.add(offset)
         part.next_offset = offset + 1
         self._open += 1
+        return in_order
 
     def finish(self, tp: TopicPartitionKey, offset: int) -> bool:
         """The record's work is done (its results acknowledged). False if it was not taken
