@@ -40,9 +40,12 @@ class ExecutorLimits:
     pending_poll_interval_max_s: float = 2.0
     pending_poll_total_s: float = 60.0
 
-    # HTTP, per PSP (one httpx client each): connections, the connect timeout (never above
-    # the PSP's own timeout_ms from psps.toml) and the wait for a free connection.
+    # HTTP, per PSP: calls (and connections) at once, spread over httpx clients of
+    # http_connections_per_client connections each (connectors/psp/http.py says why); the
+    # connect timeout (never above the PSP's own timeout_ms from psps.toml) and httpx's wait
+    # for a free connection.
     http_connections_max: int = 64
+    http_connections_per_client: int = 8
     http_connect_timeout_ms: int = 2_000
     http_pool_timeout_ms: int = 10_000
     # psps.toml: the largest timeout_ms accepted.

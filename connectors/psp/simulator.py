@@ -8,7 +8,6 @@ unknown (for execute: maybe charged; never "declined").
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from connectors.psp.base import (
 )
 from connectors.psp.config import PspConfig
 from connectors.psp.errors import PspCallError, WebhookRejected
+from connectors.psp.http import HttpPool
 from connectors.psp.limits import ExecutorLimits
 
 # Every code the simulator (or the wire under it) can give, classed. Declines arrive as
@@ -111,32 +111,12 @@ class _Reply:
 
 
 class SimulatorConnector:
-    """One simulated PSP at ``config.base_url``: one httpx client, a bounded pool."""
+    """One simulated PSP at ``config.base_url``, through its ``HttpPool``."""
 
     def __init__(self, config: PspConfig, limits: ExecutorLimits | None = None) -> None:
         self.config = config
         self.limits = limits or ExecutorLimits()
-        timeout_s = config.timeout_ms / 1000
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url,
-            timeout=httpx.Timeout(
-                timeout_s,
-                connect=min(timeout_s, self.limits.http_connect_timeout_ms / 1000),
-                pool=self.limits.http_pool_timeout_ms / 1000,
-            ),
-            limits=httpx.Limits(
-                max_connections=self.limits.http_connections_max,
-                max_keepalive_connections=self.limits.http_connections_max,
-            ),
-            headers={"user-agent": "paystream-psp-executor"},
-            # The PSP's address is configuration; a proxy from the environment must not
-            # silently sit between us and the money.
-            trust_env=False,
-        )
-        # Calls beyond the pool wait here, not in httpcore's queue, whose every event scans all
-        # waiting requests (it cost more CPU than the calls under a 256-request burst); and
-        # the latency we measure is the PSP's, not our queue's.
-        self._slots = asyncio.Semaphore(self.limits.http_connections_max)
+        self._http = HttpPool(config.base_url, config.timeout_ms, self.limits)
         self._webhook: Webhook | None = None
 
     @property
@@ -148,7 +128,7 @@ class SimulatorConnector:
         return SIMULATOR_ERRORS
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     # --- calls ------------------------------------------------------------------------------
 
@@ -264,10 +244,10 @@ class SimulatorConnector:
 
     async def _call(self, method: str, path: str, payload: object | None = None) -> _Reply:
         """The PSP's answer, whatever its status; a transport failure raises PspCallError."""
-        async with self._slots:
+        async with self._http.client() as client:
             started = time.perf_counter_ns()
             try:
-                response = await self._client.request(method, path, json=payload)
+                response = await client.request(method, path, json=payload)
             except httpx.RequestError as exc:
                 latency_us = (time.perf_counter_ns() - started) // 1000
                 raise self._transport_error(exc, latency_us) from exc
