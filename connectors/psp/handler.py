@@ -239,7 +239,6 @@ class RequestHandler:
     ) -> dict[str, Any]:
         status: ResultStatus
         code = answer.code
-        retryable = False
         if answer.status == "created":
             # The token was never executed: no money moved. Not a decline (execute may still
             # come), not an answer the schema has a word for: unknown, with why.
@@ -260,7 +259,6 @@ class RequestHandler:
             status=status,
             code=code,
             psp_reference=answer.psp_reference,
-            retryable=retryable,
             http_status=answer.http_status,
             latency_us=answer.latency_us,
             detail=self._cut(detail),
