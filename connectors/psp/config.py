@@ -26,13 +26,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from connectors.psp.errors import PspConfigError
 from connectors.psp.limits import ExecutorLimits
+from streams.payments.routing import PspInfo
 
 PSPS_FILE = "psps.toml"
 DEFAULT_TIMEOUT_MS = 10_000
@@ -70,13 +71,21 @@ class PspConfig:
     webhook_secret_file: Path | None = None
     commission_max_minor: int | None = None
 
+    def info(self) -> PspInfo:
+        """What the payments workers' routing needs of this PSP."""
+        return PspInfo(
+            self.name,
+            frozenset(self.payment_options),
+            frozenset(self.currencies),
+            self.priority,
+            self.commission_percent,
+            self.commission_fixed_minor,
+            self.commission_max_minor,
+        )
+
     def commission_minor(self, amount_minor: int) -> int:
         """The PSP's fee for moving ``amount_minor``, in the same minor units."""
-        percent = (Decimal(amount_minor) * self.commission_percent / 100).quantize(
-            Decimal(1), rounding=ROUND_HALF_EVEN
-        )
-        fee = int(percent) + self.commission_fixed_minor
-        return fee if self.commission_max_minor is None else min(fee, self.commission_max_minor)
+        return self.info().commission_minor(amount_minor)
 
 
 def psps_path(home: Path) -> Path:

