@@ -64,8 +64,16 @@ class Limits:
     process_start_timeout_s: float = 60.0
     # HTTP: the biggest request body the read side's POST /commands reads (one command).
     http_body_bytes_max: int = 64 * 1024
-    # How long POST /commands waits for the broker to acknowledge the command.
+    # How long POST /commands (and the payment API) waits for the broker to acknowledge a record.
     http_produce_timeout_s: float = 10.0
+    # Payment API (paystream/api/): how long POST /payments/payment/v1 waits for the payments
+    # workers to admit its request (its view shows the key and the payment) before it answers
+    # 503; the request stays in the log and a retry with the same key gets the answer.
+    api_admission_timeout_s: float = 10.0
+    # Admissions one API process waits for at once; past it, 503 (bounds waiters and memory).
+    api_admissions_in_flight_max: int = 10_000
+    # The API's producer: a short linger batches concurrent admissions at little latency cost.
+    api_producer_linger_ms: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +139,8 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # The bearer token of the state-changing HTTP endpoints; None: $PAYSTREAM_HOME/api-token.
     api_token: str | None = field(default=None, repr=False)
+    # The payment API's port on 127.0.0.1 (PAYSTREAM_API_PORT).
+    api_port: int = 8080
 
     @property
     def var(self) -> Path:
@@ -159,6 +169,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         processing_guarantee=env.get("PAYSTREAM_PROCESSING_GUARANTEE", "exactly_once"),
         kafka_security=KafkaSecurity.from_env(env),
         api_token=env.get("PAYSTREAM_API_TOKEN") or None,
+        api_port=int(env.get("PAYSTREAM_API_PORT", "8080")),
     )
 
 
