@@ -204,7 +204,12 @@ class PaymentsView:
         last_log, logged_applied = time.monotonic(), 0
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(batch_max, timeout=_POLL_S)
+                # consume() waits out its whole timeout unless the batch fills: wait for one
+                # record, then take what else is there at once (admissions wait on it).
+                first = consumer.poll(_POLL_S)
+                if first is None:
+                    continue
+                msgs = [first, *consumer.consume(batch_max - 1, timeout=0)]
                 items: dict[int, list[tuple[bytes, bytes | None]]] = {}
                 nexts: dict[int, int] = {}
                 for msg in msgs:
