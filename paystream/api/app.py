@@ -157,7 +157,8 @@ def _routes(app: FastAPI) -> None:
                 "description": "Created (or the original answer, replayed)",
                 "headers": _REPLAYED,
             },
-            **_errors(400, 401, 403, 409, 413, 422, 503),
+            **_errors(400, 401, 403, 413, 422, 503),
+            409: {"model": ErrorBody, "description": "Conflict", "headers": _REPLAYED},
         },
         summary="Create a payment (idempotent by Idempotency-Key)",
     )

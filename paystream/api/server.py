@@ -14,11 +14,14 @@ from .errors import ViewFailed
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+# sysexits.h "try again later": the process runner (paystream.bootstrap) restarts on it.
+EX_TEMPFAIL = 75
 
 
 def run_api(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT (0). A view that stops following the changelog stops the
-    server and raises ViewFailed, so the process restarts (the caller's policy)."""
+    """Serve until SIGTERM/SIGINT (0). A start that fails (the broker or the topics not there
+    yet) returns EX_TEMPFAIL; a view that stops following the changelog stops the server and
+    raises ViewFailed. Either way the caller's policy restarts the process."""
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
 
@@ -41,10 +44,16 @@ def run_api(settings: Settings) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    log.info("payment API on http://%s:%d", HOST, settings.api_port)
-    server.run()
+    log.info("payment API starting on http://%s:%d", HOST, settings.api_port)
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn exits when its startup fails (port taken, broker or topics not there yet).
+        if server.started:
+            raise
     if failures:
         raise ViewFailed(f"the view stopped following the changelog: {failures[0]}")
     if not server.started:
-        return 1  # could not start (port taken, broker unreachable): uvicorn logged why
+        log.error("the payment API could not start (see above); try again later")
+        return EX_TEMPFAIL
     return 0

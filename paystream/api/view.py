@@ -97,6 +97,8 @@ class PaymentsView:
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,
                 "queued.max.messages.kbytes": 16384,
+                # librdkafka's own lines through logging, not straight to stderr.
+                "logger": logging.getLogger("paystream.api.rdkafka"),
             }
         )
         self._consumer = consumer
