@@ -44,11 +44,18 @@ class Payment:
 
 
 class PaymentsClient:
-    def __init__(self, base_url: str, token: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout_s: float = TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,  # tests give a mock
+    ) -> None:
         self._http = httpx.Client(
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
+            transport=transport,
         )
 
     @classmethod

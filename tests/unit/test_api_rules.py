@@ -243,9 +243,8 @@ def test_a_user_acts_only_for_themself() -> None:
 
 def test_importing_the_api_starts_nothing() -> None:
     code = (
-        "import sys, threading\n"
+        "import threading\n"
         "import paystream.api.app, paystream.api.server, paystream.api.client, paystream.api.view\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"
-        "assert 'uvicorn.server' not in sys.modules or True\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
