@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +13,6 @@ from starlette.exceptions import HTTPException
 from .errors import ApiError, ViewFailed
 from .middleware import SECURITY_HEADERS
 from .models import FIELD_RULES
-
-log = logging.getLogger(__name__)
 
 # A client-chosen field name is echoed back: at most this much of it.
 _FIELD_CHARS_MAX = 64
@@ -74,7 +71,7 @@ async def _view_failed(request: Request, exc: Exception) -> JSONResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette serves this outside every middleware: the security headers are added here.
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    # (The exception is then re-raised to the server, which logs it with its traceback.)
     return JSONResponse(
         {"error": "internal_error", "message": "internal error"},
         status_code=500,
