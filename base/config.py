@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 KAFKA_VERSION = "3.9.1"
 DEFAULT_WAREHOUSE_PORT = 8123
 DEFAULT_READSIDE_PORT = 6066
+DEFAULT_API_PORT = 8080
+# The embedded PSP simulator: cardco, bankco, walletco, backupcard on this port and the next.
+DEFAULT_PSP_SIM_PORT = 8091
 DEFAULT_DETECTOR_MAX_HOPS = 4
 DEFAULT_DETECTOR_WINDOW_S = 7 * 86_400.0
 
@@ -78,8 +81,16 @@ class Limits:
     process_start_timeout_s: float = 60.0
     # HTTP: the biggest request body the read side's POST /commands reads (one command).
     http_body_bytes_max: int = 64 * 1024
-    # How long POST /commands waits for the broker to acknowledge the command.
+    # How long POST /commands (and the payment API) waits for the broker to acknowledge a record.
     http_produce_timeout_s: float = 10.0
+    # Payment API (paystream/api/): how long POST /payments/payment/v1 waits for the payments
+    # workers to admit its request (its view shows the key and the payment) before it answers
+    # 503; the request stays in the log and a retry with the same key gets the answer.
+    api_admission_timeout_s: float = 10.0
+    # Admissions one API process waits for at once; past it, 503 (bounds waiters and memory).
+    api_admissions_in_flight_max: int = 10_000
+    # The API's producer: a short linger batches concurrent admissions at little latency cost.
+    api_producer_linger_ms: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,10 @@ class Settings:
     exit_with_parent: bool = False
     # Where the Kafka jars are (fetched by `make kafka`); None: var/kafka/libs in the checkout.
     kafka_libs: Path | None = None
+    # The payment API's port on 127.0.0.1 (PAYSTREAM_API_PORT).
+    api_port: int = DEFAULT_API_PORT
+    # The embedded PSP simulator's first port (PAYSTREAM_PSP_SIM_PORT; its PSPs take 4).
+    psp_sim_port: int = DEFAULT_PSP_SIM_PORT
 
     @property
     def var(self) -> Path:
@@ -200,6 +215,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=(env.get("PAYSTREAM_LOG_LEVEL") or "INFO").upper(),
         exit_with_parent=env.get("PAYSTREAM_EXIT_WITH_PARENT", "") not in ("", "0"),
         kafka_libs=Path(libs).expanduser().resolve() if libs else None,
+        api_port=int(env.get("PAYSTREAM_API_PORT") or DEFAULT_API_PORT),
+        psp_sim_port=int(env.get("PAYSTREAM_PSP_SIM_PORT") or DEFAULT_PSP_SIM_PORT),
     )
 
 
@@ -225,6 +242,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_API_TOKEN": settings.api_token or "",
         "PAYSTREAM_WAREHOUSE_PORT": str(settings.warehouse_port),
         "PAYSTREAM_READSIDE_PORT": str(settings.readside_port),
+        "PAYSTREAM_API_PORT": str(settings.api_port),
+        "PAYSTREAM_PSP_SIM_PORT": str(settings.psp_sim_port),
         "PAYSTREAM_DETECTOR_MAX_HOPS": str(settings.detector_max_hops),
         "PAYSTREAM_DETECTOR_WINDOW_S": repr(settings.detector_window_s),
         "PAYSTREAM_READSIDE_WRITER": settings.readside_writer,

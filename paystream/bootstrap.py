@@ -25,10 +25,12 @@ from paystream.stack import (
     WAREHOUSE_ROLE,
     WORKER_ROLE,
     down,
+    psp_sim_argv,
     resolved,
     status,
     up,
 )
+from streams.payments.routing import PspInfo
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,11 @@ __all__ = [
     "down",
     "resolved",
     "restart_in_place",
+    "run_api_process",
     "run_detector_process",
+    "run_executor_process",
+    "run_payments_worker",
+    "run_psp_simulator",
     "run_readside_process",
     "run_warehouse",
     "run_worker",
@@ -96,6 +102,7 @@ def restart_in_place(reason: str, limits: Limits | None = None) -> NoReturn:
 
 
 EX_TEMPFAIL = 75  # sysexits.h: "try again later"; a main function may return it
+EX_CONFIG = 78  # sysexits.h: a configuration error; no restart would mend it
 
 
 def _restart_on_failure(name: str, run: Callable[[], int | None]) -> int:
@@ -172,3 +179,57 @@ def run_detector_process(settings: Settings, max_hops: int, window_s: float) -> 
     return _restart_on_failure(
         "detector", lambda: run_detector(resolved(settings), max_hops, window_s)
     )
+
+
+# --- payments ---
+
+
+def _psp_table(settings: Settings) -> tuple[PspInfo, ...]:
+    """The PSPs of psps.toml, as routing sees them."""
+    from connectors.psp.config import load_psps, psps_path
+
+    return tuple(p.info() for p in load_psps(psps_path(settings.home)))
+
+
+def run_payments_worker(settings: Settings, instance: int) -> int:
+    """Entry point of a payments worker: the exactly-once processor running the payments."""
+    _start_process(settings)
+    from connectors.psp.errors import PspConfigError
+    from streams.payments_agent import PaymentsAgent
+    from streams.processor import Processor
+
+    settings = resolved(settings)
+    try:
+        psps = _psp_table(settings)
+    except PspConfigError as exc:
+        log.critical("%s", exc)
+        return EX_CONFIG
+    processor = Processor(PaymentsAgent(psps), settings, instance, on_stall=restart_in_place)
+    return _restart_on_failure(f"payments worker {instance}", processor.run)
+
+
+def run_executor_process(settings: Settings, instance: int) -> int:
+    """Entry point of the PSP executor (connectors/psp/executor.py)."""
+    _start_process(settings)
+    from connectors.psp.executor import run_executor
+
+    return _restart_on_failure(
+        "psp executor", lambda: run_executor(resolved(settings), instance=instance)
+    )
+
+
+def run_api_process(settings: Settings) -> int:
+    """Entry point of the payment REST API (paystream/api/)."""
+    _start_process(settings)
+    from paystream.api.server import run_api
+
+    return _restart_on_failure("payment API", lambda: run_api(resolved(settings)))
+
+
+def run_psp_simulator(settings: Settings) -> int:
+    """Entry point of the embedded PSP simulator (pspsim): its four PSPs on
+    ``psp_sim_port``.., state in ``$PAYSTREAM_HOME/pspsim``, bankco's webhooks to the API."""
+    _start_process(settings)
+    from pspsim.cli import main as pspsim_main
+
+    return _restart_on_failure("psp simulator", lambda: pspsim_main(psp_sim_argv(settings)))

@@ -566,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--kind", choices=["related_direct", "related_indirect", "cycle"])
     sp.add_argument("--account", help="only alerts whose path includes this account")
+    from paystream.cli_payments import register as register_payments
+
+    register_payments(sub, verb)
     sp = sub.add_parser("readside")  # internal: the faust read side
     sp.set_defaults(fn=cmd_readside)
     sp.add_argument("--web-port", type=int, default=6066)

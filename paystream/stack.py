@@ -32,7 +32,14 @@ WORKER_ROLE = "ledger-worker"
 WAREHOUSE_ROLE = "warehouse"
 READSIDE_ROLE = "readside"
 DETECTOR_ROLE = "detector"
+PAYMENTS_ROLE = "payments-worker"
+EXECUTOR_ROLE = "psp-executor"
+API_ROLE = "api"
+PSP_SIM_ROLE = "psp-sim"
 DEFAULT_WORKERS = 2
+DEFAULT_PAYMENT_WORKERS = 1
+# The embedded simulator's PSPs, in port order from Settings.psp_sim_port.
+SIM_PSPS = ("cardco", "bankco", "walletco", "backupcard")
 # After starting, a process that dies on start (bad config, missing topic) shows up here.
 _FIRST_LOOK_S = 1.0
 _POLL_S = 0.2
@@ -139,6 +146,67 @@ def detector_spec(settings: Settings) -> ProcessSpec:
     )
 
 
+def payments_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"payments-{i}", PAYMENTS_ROLE, ("payments-worker", "--instance", str(i)))
+
+
+def executor_spec(i: int = 1) -> ProcessSpec:
+    return ProcessSpec(f"executor-{i}", EXECUTOR_ROLE, ("executor", "--instance", str(i)))
+
+
+def api_spec(settings: Settings) -> ProcessSpec:
+    return ProcessSpec("api", API_ROLE, ("api",), f"http://127.0.0.1:{settings.api_port}/health")
+
+
+def psp_sim_spec(settings: Settings) -> ProcessSpec:
+    return ProcessSpec(
+        "psp-sim",
+        PSP_SIM_ROLE,
+        ("psp-sim",),
+        f"http://127.0.0.1:{settings.psp_sim_port}/v1/health",
+    )
+
+
+def psp_sim_ports(settings: Settings) -> dict[str, int]:
+    return {name: settings.psp_sim_port + i for i, name in enumerate(SIM_PSPS)}
+
+
+def psp_sim_dir(settings: Settings) -> Path:
+    return settings.home / "pspsim"
+
+
+def psp_sim_argv(settings: Settings) -> list[str]:
+    """The embedded simulator's arguments: its PSPs' ports, its state, bankco's webhooks to
+    the payment API."""
+    argv = ["serve", "--state-dir", str(psp_sim_dir(settings))]
+    for name, port in psp_sim_ports(settings).items():
+        argv += ["--psp", f"{name}={port}"]
+    argv += [
+        "--webhook-url",
+        f"bankco=http://127.0.0.1:{settings.api_port}/psp/webhooks/bankco",
+        "--webhook-secret-dir",
+        str(psp_sim_dir(settings) / "webhook-secrets"),
+    ]
+    return argv
+
+
+def write_psps_toml(settings: Settings) -> Path:
+    """$PAYSTREAM_HOME/psps.toml for the embedded simulator, unless one exists (an operator's
+    own configuration is never overwritten)."""
+    from connectors.psp.config import embedded_psps_toml, psps_path
+
+    path = psps_path(settings.home)
+    if not path.exists():
+        text = embedded_psps_toml(
+            psp_sim_ports(settings), psp_sim_dir(settings) / "webhook-secrets"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """Which processes a stack runs (the brokers are the embedded cluster's, if any)."""
@@ -148,17 +216,51 @@ class Layout:
     readside: bool = True
     detector: bool = True
     brokers: int = 1  # nodes of the embedded cluster
+    # Payments (docs/payments.md): workers, the PSP executor, the API, the PSP simulator.
+    # Off unless asked for (`paystream up` asks: Layout.full), so a ledger-only harness
+    # starts no web server on a fixed port.
+    payment_workers: int = 0
+    executor: bool = False
+    api: bool = False
+    psp_sim: bool = False
+
+    @staticmethod
+    def full(
+        workers: int = DEFAULT_WORKERS,
+        brokers: int = 1,
+        payment_workers: int = DEFAULT_PAYMENT_WORKERS,
+    ) -> Layout:
+        """Everything: what `paystream up` runs."""
+        return Layout(
+            workers=workers,
+            brokers=brokers,
+            payment_workers=payment_workers,
+            executor=True,
+            api=True,
+            psp_sim=True,
+        )
+
+    @property
+    def payments(self) -> bool:
+        return self.payment_workers > 0 or self.executor or self.api
 
 
 def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
     """Every process of the stack but the brokers, in start order."""
     specs = [worker_spec(i) for i in range(1, layout.workers + 1)]
+    specs += [payments_worker_spec(i) for i in range(1, layout.payment_workers + 1)]
     if layout.warehouse:
         specs.append(warehouse_spec(settings))
     if layout.readside:
         specs.append(readside_spec(settings))
     if layout.detector:
         specs.append(detector_spec(settings))
+    if layout.psp_sim:
+        specs.append(psp_sim_spec(settings))
+    if layout.executor:
+        specs.append(executor_spec())
+    if layout.api:
+        specs.append(api_spec(settings))
     return specs
 
 
@@ -200,8 +302,10 @@ class Stack:
             self.layout.brokers,
             security=s.kafka_security,
         )
-        if self.layout.readside:
+        if self.layout.readside or self.layout.api:
             api_token(s)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
+        if self.layout.payments and self.layout.psp_sim:
+            write_psps_toml(s)
         self.start(*self.specs.values(), timeout_s=timeout_s)
 
     def start(
@@ -284,7 +388,7 @@ def up(
     prev = StackConfig.load(settings.home)
     config = StackConfig(workers or prev.workers, brokers or prev.brokers)
     config.save(settings.home)
-    stack = Stack(settings, Layout(workers=config.workers, brokers=config.brokers))
+    stack = Stack(settings, Layout.full(workers=config.workers, brokers=config.brokers))
     stack.up()
     # Workers scaled down since the last `up` are stopped.
     for p in stack.sup.list():

@@ -13,12 +13,11 @@ A request that cannot be used (undecodable, wrong fields, unknown PSP or kind) g
 ``paystream.deadletter.v1`` with the reason; nothing stops the process but SIGTERM (a clean
 stop: requests in flight get ``shutdown_drain_s`` to finish) or a fatal Kafka error.
 
-``python -m connectors.psp.executor`` runs it with the ``PAYSTREAM_*`` settings.
+``paystream executor`` runs it (paystream.bootstrap.run_executor_process).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -29,7 +28,7 @@ from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from base.config import Settings, kafka_client_config, load_settings
+from base.config import Settings, kafka_client_config
 from base.topics import TopicNames
 from connectors.psp.base import PspConnector
 from connectors.psp.config import PspConfig, load_psps, psps_path
@@ -381,19 +380,3 @@ def _bootstrap(settings: Settings) -> str:
     # The caller resolves the embedded cluster's address (paystream.bootstrap.resolved, as
     # for every process); without one, the embedded broker's first node.
     return settings.bootstrap or f"127.0.0.1:{settings.broker_port_base}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m connectors.psp.executor``: settings from the PAYSTREAM_* environment."""
-    ap = argparse.ArgumentParser(prog="paystream-executor", description=__doc__.splitlines()[0])
-    ap.add_argument("--instance", type=int, default=1, help="this executor's number (1, 2...)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
-    return run_executor(load_settings(), instance=args.instance)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -61,7 +61,7 @@ def stats(sim: Simulator, psp: str) -> dict[str, int]:
 
 
 class ExecutorProcess:
-    """``python -m connectors.psp.executor`` with the test's settings; its log in a file."""
+    """``paystream executor`` with the test's settings; its log in a file."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
@@ -79,7 +79,7 @@ class ExecutorProcess:
         mark = self.text().count("assigned [")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "connectors.psp.executor"],
+                [sys.executable, "-m", "paystream.cli", "executor"],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
