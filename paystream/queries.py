@@ -248,10 +248,12 @@ def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(poll_s)
-    # Sagas: caught up twice in a row means no step is still producing another.
+    # Sagas, and the payments' loop through the ledger and the PSP executor (when they run):
+    # every group caught up twice in a row means no step is still producing another.
+    loops = [(group, [names.commands, names.saga]), *payments_groups(settings)]
     stable = 0
     while stable < 2:
-        if caught_up(settings, group, [names.saga]):
+        if all(caught_up(settings, g, topics) for g, topics in loops):
             stable += 1
         else:
             stable = 0
@@ -269,13 +271,28 @@ def wait(settings: Settings, timeout_s: float, poll_s: float = 0.2) -> bool:
     return True
 
 
+def payments_groups(settings: Settings) -> list[tuple[str, list[str]]]:
+    """The payments workers over their input and the executor over its requests, those of
+    them that run (a ledger-only stack has neither)."""
+    from connectors.psp.executor import EXECUTOR_GROUP
+    from streams.processor import group_of
+
+    n = TopicNames(settings.topic_prefix)
+    p = settings.topic_prefix
+    groups = [
+        (p + group_of("payments"), [n.payments]),
+        (p + EXECUTOR_GROUP, [n.psp_requests]),
+    ]
+    return [(g, topics) for g, topics in groups if _active(settings, g)]
+
+
 def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     from connectors.sink import SINK_GROUP
 
     n = TopicNames(settings.topic_prefix)
     p = settings.topic_prefix
     return [
-        (p + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts]),
+        (p + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events]),
         (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),
         (p + DETECTOR_GROUP, [n.transfers, n.accounts]),
     ]

@@ -49,7 +49,7 @@ from schemas.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
-GROUP: Final = "paystream-psp-executor"
+EXECUTOR_GROUP: Final = "paystream-psp-executor"
 DEAD_LETTER_SCHEMA: Final = "DeadLetter"
 EX_CONFIG: Final = 78  # sysexits.h: a configuration error; restarting will not help
 
@@ -99,7 +99,7 @@ class Executor:
         self.requests_topic: str = topics.psp_requests
         self.results_topic: str = topics.payments
         self.deadletter_topic: str = topics.deadletter
-        self.group = settings.topic_prefix + GROUP
+        self.group = settings.topic_prefix + EXECUTOR_GROUP
         bootstrap = _bootstrap(settings)
         self.consumer = Consumer(
             {

@@ -28,7 +28,7 @@ from base.config import Settings
 from base.kafka import partition_count, watermarks
 from base.topics import TopicNames
 from connectors.psp.config import embedded_psps_toml, parse_psps, psps_path
-from connectors.psp.executor import GROUP, run_executor
+from connectors.psp.executor import EXECUTOR_GROUP, run_executor
 from connectors.psp.limits import ExecutorLimits
 from ops.kafka import KafkaCluster
 from ops.topics import ensure_topics
@@ -468,7 +468,7 @@ def test_in_flight_bound_pauses_the_input_and_replays_nothing(
 
 def lag(settings: Settings, topic: str) -> int:
     """Requests consumed-or-not whose offsets the executor's group has not committed."""
-    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.topic_prefix + GROUP})  # fmt: skip
+    c = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": settings.topic_prefix + EXECUTOR_GROUP})  # fmt: skip
     try:
         tps = [TopicPartition(topic, p) for p in range(partition_count(c, topic))]
         total = 0
