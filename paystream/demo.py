@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from base.config import Settings
-from paystream import queries
+from paystream import payments_demo, queries
 from paystream.oracle import EXP, Oracle
 from paystream.workload import Workload
 from producers.commands import parse_command
@@ -74,11 +74,16 @@ def run_demo(settings: Settings, accounts: int, transfers: int, seed: int, as_js
     summary = _summary(settings, work, oracle, elapsed)
     summary["alerts"] = _alerts(settings, work, detector)
     summary["verified"] = summary["verified"] and summary["alerts"].get("matches", True)
+    if not as_json:
+        _print(summary)
+        console.print("payments: every PSP test instrument through the payment API...")
+    summary["payments"] = payments_demo.run(settings, seed)
+    summary["verified"] = summary["verified"] and summary["payments"].get("verified", True)
     if as_json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
-        _print(summary)
+        payments_demo.print_summary(summary["payments"])
     return 0 if summary["verified"] else 1
 
 
