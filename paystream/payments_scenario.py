@@ -86,6 +86,7 @@ class Report:
     settlement: dict[str, int] = field(default_factory=dict)  # order id -> rows, all PSPs
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    retries: int = 0  # submissions retried with the same key while the API was away
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,7 @@ class Scenario:
         self.prefix = prefix
         self.user = user or f"{prefix}-user"
         self.account = f"{prefix}-acct"
+        self.retries = 0  # submissions retried with the same key (the API was away)
 
     def payment_id(self, case: Case) -> str:
         return f"{self.prefix}-{case.name}"
@@ -110,17 +112,31 @@ class Scenario:
             "user": self.user, "currency": "USD",
         }])  # fmt: skip
 
-    def submit(self, client: PaymentsClient, cases: tuple[Case, ...]) -> list[Outcome]:
+    def submit(
+        self, client: PaymentsClient, cases: tuple[Case, ...], retry_s: float = 120.0
+    ) -> list[Outcome]:
+        """Submit each case; a refusal for want of the API (it may be restarting) is retried
+        with the same Idempotency-Key, which is what makes a retry safe."""
         out = []
         for c in cases:
             pid = self.payment_id(c)
             account = self.account if c.account == "main" else f"{self.prefix}-nobody"
             frm, to = (c.instrument, account) if c.type == "pay_in" else (account, c.instrument)
-            client.pay(
-                payment_id=pid, user_id=self.user, type=c.type, from_acct=frm, to_acct=to,
-                amount=c.amount, currency=c.currency, payment_option=c.option,
-                idempotency_key=f"{pid}-key",
-            )  # fmt: skip
+            deadline = time.monotonic() + retry_s
+            while True:
+                try:
+                    client.pay(
+                        payment_id=pid, user_id=self.user, type=c.type, from_acct=frm,
+                        to_acct=to, amount=c.amount, currency=c.currency,
+                        payment_option=c.option, idempotency_key=f"{pid}-key",
+                    )  # fmt: skip
+                    break
+                except (ApiError, httpx.HTTPError) as exc:
+                    retry = not isinstance(exc, ApiError) or exc.status in (409, 503)
+                    if not retry or time.monotonic() > deadline:
+                        raise
+                    self.retries += 1
+                    time.sleep(0.5)
             out.append(Outcome(c, pid))
         return out
 
@@ -223,7 +239,8 @@ def run(
     between: Callable[[str], None] | None = None,
 ) -> Report:
     """The whole scenario: open the account, pay in with every instrument, pay out, check.
-    ``between(phase)`` is called after each phase's submission (the chaos test kills there)."""
+    ``between(phase)`` is called after each phase's submission and before the checks
+    (``pay-ins``, ``pay-outs``, ``check``: the chaos test stops killing at the last)."""
     started = time.monotonic()
     sc = Scenario(settings, prefix)
     report = Report()
@@ -239,6 +256,9 @@ def run(
             between("pay-outs")
         sc.settle(client, outs, timeout_s)
     report.outcomes = ins + outs
+    report.retries = sc.retries
+    if between:
+        between("check")
     wait()
     sc.check(report, live_balance(sc.account), psp_urls(settings))
     report.seconds = time.monotonic() - started

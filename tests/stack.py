@@ -126,3 +126,54 @@ def cli(settings: Settings, *args: str, port: int = 0) -> subprocess.CompletedPr
         text=True,
         timeout=300,
     )
+
+
+def payments_stack(settings: Settings, warehouse: bool = True, workers: int = 1) -> Stack:
+    """Everything the payments need (ledger and payments workers, the PSP simulator, the
+    executor, the API, and the warehouse unless told not to), on free ports."""
+    from ops.ports import free_port_base
+
+    base = free_port_base(7)
+    s = settings.with_(
+        api_port=base, warehouse_port=base + 1, readside_port=base + 2, psp_sim_port=base + 3
+    )
+    layout = Layout(
+        workers=workers,
+        warehouse=warehouse,
+        readside=False,
+        detector=False,
+        payment_workers=1,
+        executor=True,
+        api=True,
+        psp_sim=True,
+    )
+    return stack_for(s, layout)
+
+
+def run_payments_scenario(
+    stack: Stack, prefix: str, between: Any = None, timeout_s: float = 240.0
+) -> Any:
+    """The payments scenario (paystream.payments_scenario) against ``stack``."""
+    from decimal import Decimal
+
+    from paystream import payments_scenario
+    from producers.commands import parse_command
+    from producers.producer import CommandProducer
+
+    s = stack.resolved
+
+    def send(commands: list[dict[str, Any]]) -> None:
+        with CommandProducer(s, client_id="test") as p:
+            for c in commands:
+                p.send(parse_command(c))
+            p.flush(60)
+
+    def wait() -> None:
+        if not queries.wait(s, timeout_s=timeout_s):
+            raise TimeoutError(f"not caught up in {timeout_s} s:\n{stack.logs()}")
+
+    def balance(account: str) -> Decimal | None:
+        view = queries.account(s, account)
+        return None if view is None else Decimal(view["balance"])
+
+    return payments_scenario.run(s, prefix, send, wait, balance, timeout_s, between)

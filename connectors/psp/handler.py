@@ -2,8 +2,10 @@
 results they lead to. No Kafka here: results go to ``emit``, which returns once the broker
 has acknowledged them.
 
-* ``create_token``: one call, no retry (no money moves; the payments worker may fall back to
-  another PSP at once): ``token_created`` or ``token_failed``.
+* ``create_token``: a transient failure is retried briefly on the same PSP (bounded by
+  ``token_attempts_max`` and ``token_retry_total_s``: no money moves and the merchant
+  reference makes it idempotent); then ``token_created``, or ``token_failed`` and the payments
+  worker falls back to the next PSP.
 * ``execute``: retried on the same PSP with the same token while the failure is retryable
   (tenacity: exponential backoff with jitter, Retry-After honoured, bounded in attempts and
   time); the PSP answers a repeat with the original result. No definitive answer within the
@@ -80,10 +82,24 @@ class RequestHandler:
             payment_option=request.payment_option,
             instrument=request.instrument,
         )
+        lim = self.limits
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(lim.token_attempts_max)
+            | stop_before_delay(lim.token_retry_total_s),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
         try:
-            token = await connector.create_token(order)
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        token = await connector.create_token(order)
+                    except PspCallError as exc:
+                        n = attempt.retry_state.attempt_number
+                        self._log_failure(request, "create_token", n, exc)
+                        raise
         except PspCallError as exc:
-            self._log_failure(request, "create_token", 1, exc)
             await self.emit(
                 result_record(
                     request,

@@ -26,6 +26,11 @@ class ExecutorLimits:
     # retry_jitter_s of jitter; a PSP's Retry-After is honoured up to retry_after_max_s.
     # Bounded by both the attempts and the total time; then the answer is "unknown".
     execute_attempts_max: int = 6
+    # create_token: a transient failure (a PSP restarting, a refused connection) is retried
+    # briefly on the same PSP (no money moves, the reference makes it idempotent) before the
+    # worker is told and falls back: long enough to ride out a restart, short for fallback.
+    token_attempts_max: int = 8
+    token_retry_total_s: float = 10.0
     execute_retry_total_s: float = 30.0
     retry_backoff_initial_s: float = 0.2
     retry_backoff_max_s: float = 5.0
