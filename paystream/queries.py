@@ -25,7 +25,7 @@ from streams.partitioner import partition_for
 from streams.processor import LEDGER_GROUP
 from streams.records import decode_state, state_view
 
-# The detector's offsets (streams.detector.app.DETECTOR_GROUP; not imported: igraph is heavy).
+# The detector's offsets (streams.detector.app.DETECTOR_GROUP; not imported: it loads the detector).
 DETECTOR_GROUP = "paystream-detector"
 
 
