@@ -206,23 +206,24 @@ def cmd_balances(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_balance(a: argparse.Namespace, s: Settings) -> int:
-    from urllib.parse import quote
+    from paystream.queries import account_view
 
-    from paystream.queries import account, readside
-
-    served = readside(f"/accounts/{quote(a.account, safe='')}")
-    view = served if isinstance(served, dict) and served.get("account") else None
-    if view is None:
-        view = account(_resolved(s), a.account)  # the read side is not running: the changelog
+    view = account_view(_resolved(s), a.account)
     if view is None:
         print(f"no account {a.account!r}", file=sys.stderr)
         return 1
     if a.json:
         _print_json(view)
-    else:
-        print(
-            f"{view['account']}: {view['balance']} {view['currency']} ({view['status']}; held {view['held']})"
-        )
+        return 0
+    status = view["status"]
+    if view["blocked_reason"]:
+        status += f": {view['blocked_reason']}"
+    held = (
+        f"held {view['held']}"
+        if view["held"] is not None
+        else "held unknown: the read side does not track holds"
+    )
+    print(f"{view['account']}: {view['balance']} {view['currency']} ({status}; {held})")
     return 0
 
 

@@ -64,6 +64,36 @@ def account(settings: Settings, account_id: str) -> dict[str, Any] | None:
     return None
 
 
+# ``paystream balance --json``: one shape whichever source answers; null where it cannot know.
+ACCOUNT_FIELDS = (
+    "account",
+    "user",
+    "currency",
+    "balance",
+    "held",  # the changelog knows it; the read side cannot (null)
+    "status",
+    "seq",
+    "related",  # the read side knows these two; the changelog does not keep them (null)
+    "blocked_reason",
+    "source",  # "readside" or "changelog"
+)
+
+
+def account_view(settings: Settings, account_id: str) -> dict[str, Any] | None:
+    """One account from the read side when it runs (and knows it), else from the changelog."""
+    from urllib.parse import quote
+
+    served = readside(f"/accounts/{quote(account_id, safe='')}")
+    if isinstance(served, dict) and served.get("account"):
+        view = {**served, "source": "readside"}
+    else:
+        found = account(settings, account_id)
+        if found is None:
+            return None
+        view = {**found, "source": "changelog"}
+    return {k: view.get(k) for k in ACCOUNT_FIELDS}
+
+
 def outcomes(settings: Settings, command_id: str) -> list[dict[str, Any]]:
     """Every outcome record for ``command_id`` (normally one), oldest first."""
     topic = TopicNames(settings.topic_prefix).outcomes

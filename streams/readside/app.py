@@ -953,10 +953,15 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "Account": {
                     "type": "object",
-                    "description": "No held (in-flight) amount: it depends on transfer lifecycle "
-                    "events, keyed by transfer id, so held on other partitions than the account.",
                     "properties": {
                         **summary_props,
+                        "held": {
+                            **n,
+                            "description": "always null: the held (in-flight) amount depends "
+                            "on transfer lifecycle events, keyed by transfer id, so held on "
+                            "other partitions than the account (`paystream balance` without "
+                            "the read side shows it)",
+                        },
                         "related": {"type": "object", "additionalProperties": n},
                         "blocked_reason": n,
                     },
