@@ -361,16 +361,17 @@ def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_history(a: argparse.Namespace, s: Settings) -> int:
-    columns, rows = _query(
-        s,
-        "SELECT account_seq, ts, kind, amount, balance_after, counterparty, transfer_id, command_id"
-        " FROM account_history WHERE account = {acc:String} ORDER BY account_seq",
-        {"acc": a.account},
-    )
+    from rich.console import Console
+
+    from paystream.render import HISTORY_SQL, history_json, history_rows, history_table
+
+    columns, rows = _query(s, HISTORY_SQL, {"acc": a.account})
+    history = history_rows(columns, rows)
     if a.json:
-        _print_json([{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows])
+        _print_json(history_json(history))
     else:
-        _table(columns, [[_jsonable(v) for v in r] for r in rows], title=f"history of {a.account}")
+        console = Console()
+        console.print(history_table(a.account, history, console))
     return 0 if rows else 1
 
 
@@ -382,21 +383,10 @@ def cmd_trace(a: argparse.Namespace, s: Settings) -> int:
         _print_json(tree)
     else:
         from rich.console import Console
-        from rich.tree import Tree
 
-        root = Tree(f"[bold]{a.account}[/bold]")
-        for direction, label in (("out", "money went to"), ("in", "money came from")):
-            branch = root.add(label)
+        from paystream.render import trace_tree
 
-            def add(node: Any, items: list[dict[str, Any]]) -> None:
-                for item in items:
-                    child = node.add(
-                        f"{item['account']}  {item['amount']} {item['currency']} ({item['transfers']} transfers)"
-                    )
-                    add(child, item["next"])
-
-            add(branch, tree[direction])
-        Console().print(root)
+        Console().print(trace_tree(tree))
     return 0
 
 

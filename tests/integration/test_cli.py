@@ -361,10 +361,26 @@ def test_history(stack: CliStack) -> None:
     rows = stack.json("history", "cli-1", "--json")
     assert [r["account_seq"] for r in rows] == [1, 2]
     assert [r["kind"] for r in rows] == ["deposit", "transfer_hold"]
+    # Money in the currency's minor units; a missing transfer id is null.
+    assert [(r["amount"], r["balance_after"]) for r in rows] == [
+        ("100.00", "100.00"),
+        ("-0.04", "99.96"),
+    ]
     assert rows[0]["transfer_id"] is None and rows[1]["transfer_id"] == "cli-t1"
-    table = stack.run("history", "cli-1")
+    assert {r["currency"] for r in rows} == {"USD"}
+    jpy = stack.json("history", "cli-jpy", "--json")
+    assert [(r["amount"], r["balance_after"]) for r in jpy] == [("500", "500"), ("-5", "495")]
+
+    table = stack.run("history", "cli-1")  # at 80 columns
     assert table.code == 0, table
-    assert "history of cli-1" in table.out
+    lines = table.out.splitlines()
+    assert "history of cli-1 (USD)" in table.out
+    assert max(map(len, lines)) <= COLUMNS
+    assert "…" not in table.out and "None" not in table.out and "0.040000" not in table.out
+    assert any("deposit" in x and "100.00" in x and "@world/USD" in x for x in lines), table.out
+    assert any("transfer_hold" in x and "-0.04" in x and "99.96" in x for x in lines), table.out
+    jpy_table = stack.run("history", "cli-jpy").out
+    assert any("withdrawal" in x and "-5" in x and "495" in x for x in jpy_table.splitlines())
     missing = stack.run("history", "nobody")
     assert missing.code == 1, missing
 
@@ -372,13 +388,14 @@ def test_history(stack: CliStack) -> None:
 def test_trace(stack: CliStack) -> None:
     tree = stack.json("trace", "cli-1", "--json")
     assert tree["account"] == "cli-1" and tree["depth"] == 2
-    [out] = tree["out"]
-    assert (out["account"], out["currency"], out["transfers"]) == ("cli-2", "USD", 1)
+    assert tree["out"] == [
+        {"account": "cli-2", "currency": "USD", "amount": "0.04", "transfers": 1, "next": []}
+    ]
     assert tree["in"] == []
     text = stack.run("trace", "cli-1")
     assert text.code == 0, text
     assert "money went to" in text.out and "money came from" in text.out
-    assert "cli-2" in text.out
+    assert "cli-2  0.04 USD (1 transfer)" in text.out, text
 
 
 def test_audit(stack: CliStack) -> None:
