@@ -131,6 +131,8 @@ class Settings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # The bearer token of the state-changing HTTP endpoints; None: $PAYSTREAM_HOME/api-token.
     api_token: str | None = field(default=None, repr=False)
+    # Tests only: processes honour faults armed under $PAYSTREAM_HOME/faults/ (never in prod).
+    test_faults: bool = False
 
     @property
     def var(self) -> Path:
@@ -159,6 +161,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         processing_guarantee=env.get("PAYSTREAM_PROCESSING_GUARANTEE", "exactly_once"),
         kafka_security=KafkaSecurity.from_env(env),
         api_token=env.get("PAYSTREAM_API_TOKEN") or None,
+        test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") == "1",
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from base.config import KAFKA_VERSION, Limits, Settings, api_token
 from ops.kafka import KafkaCluster, ensure_jars, kafka_version
-from ops.procs import Supervisor
+from ops.procs import Supervisor, note_restart
 from ops.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -246,10 +246,12 @@ def restart_in_place(reason: str, limits: Limits | None = None) -> NoReturn:
     count += 1
     if count > limits.restarts_max:
         log.critical("giving up after %d restarts in %.0fs: %s", count - 1, now - since, reason)
+        note_restart(reason, now, gave_up=True)  # for `paystream status`
         logging.shutdown()
         os._exit(3)
     pause_s = min(limits.restart_backoff_max_s, 0.5 * 2 ** (count - 1))
     log.critical("restarting in place in %.1fs (restart %d): %s", pause_s, count, reason)
+    note_restart(reason, now)  # for `paystream status`
     logging.shutdown()
     time.sleep(pause_s)
     os.environ["PAYSTREAM_RESTARTS"] = str(count)
@@ -321,7 +323,12 @@ def run_readside_process(settings: Settings, web_port: int) -> int:
     from streams.readside.app import run_readside
 
     exit_with_parent()
-    return _restart_on_failure("read side", lambda: run_readside(resolved(settings), web_port))
+    # A failed batch cannot unwind (faust would commit its offsets): the read side calls
+    # restart_in_place from inside the agent, as a kill -9 and a start would.
+    return _restart_on_failure(
+        "read side",
+        lambda: run_readside(resolved(settings), web_port, on_batch_failed=restart_in_place),
+    )
 
 
 def run_detector_process(settings: Settings, max_hops: int, window_s: float) -> int:

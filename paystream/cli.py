@@ -31,7 +31,9 @@ def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(*columns, title=title)
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c, overflow="fold")  # wrap long values, never cut them ("…")
     for r in rows:
         t.add_row(*[str(v) for v in r])
     Console().print(t)
@@ -80,9 +82,19 @@ def cmd_status(a: argparse.Namespace, s: Settings) -> int:
     print(
         f"broker: Kafka {b['version']} at {b['bootstrap']} ({'embedded' if b['embedded'] else 'external'})"
     )
+
+    def last(p: dict[str, Any]) -> str:
+        r = p["last_restart"]
+        if r is None:
+            return ""
+        return f"{r['at']}{' gave up:' if r.get('gave_up') else ''} {r['reason']}"
+
     _table(
-        ["name", "role", "pid", "alive"],
-        [[p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO"] for p in st["processes"]],
+        ["name", "role", "pid", "alive", "restarts", "last restart"],
+        [
+            [p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], last(p)]
+            for p in st["processes"]
+        ],
     )
     return 0 if all(p["alive"] for p in st["processes"]) else 1
 

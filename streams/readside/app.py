@@ -33,10 +33,10 @@ import socket
 import sys
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from confluent_kafka import KafkaException
@@ -72,7 +72,9 @@ ROCKSDB_OPTIONS = {
     "max_write_buffer_number": 2,
     "block_cache_size": 4 << 20,
 }
-EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the supervisor restarts the worker
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: without a restart handler, a failed batch ends the process
+# Tests only (Settings.test_faults): this file under $PAYSTREAM_HOME fails the next batch once.
+FAULT_BATCH = Path("faults") / "readside-batch"
 
 
 # --- read_committed -----------------------------------------------------------------------
@@ -226,9 +228,16 @@ class ReadSide:
     """The faust app, its tables, agents and web views, built from settings."""
 
     def __init__(
-        self, settings: Settings, web_port: int = DEFAULT_WEB_PORT, writer: str = "bulk"
+        self,
+        settings: Settings,
+        web_port: int = DEFAULT_WEB_PORT,
+        writer: str = "bulk",
+        on_batch_failed: Callable[[str], object] | None = None,
     ) -> None:
+        """``on_batch_failed(reason)`` must not return (``paystream readside`` restarts the
+        process in place); without it a failed batch ends the process (exit 70)."""
         self.settings = settings
+        self.on_batch_failed = on_batch_failed
         self.web_port = web_port
         self.names = TopicNames(settings.topic_prefix)
         self.partitions = _partition_count(settings, self.names)
@@ -371,6 +380,7 @@ class ReadSide:
             )
             async for events in batches:
                 try:
+                    self._injected_fault()
                     # One batch at a time across the agents (ledger and accounts both write
                     # account views): fold, store and enqueue without interleaving, so no
                     # view is computed from a row another batch is about to overwrite, and
@@ -384,14 +394,24 @@ class ReadSide:
                     # Before take_events acks the batch: offsets are committed only once the
                     # changelog holds the rows of their events.
                     await self.writer.confirm(pending)
-                except Exception:
+                except Exception as exc:
                     # Fail-stop, like kill -9: take_events acks the batch when the loop
                     # unwinds and faust commits on shutdown, so a graceful crash would lose it.
-                    log.exception(
-                        "read side batch of %d %s events failed; exiting", len(events), key
+                    # The batch is consumed again after the restart (at least once).
+                    tps = sorted(
+                        {f"{ev.message.tp.topic}/{ev.message.tp.partition}" for ev in events}
                     )
-                    logging.shutdown()
-                    os._exit(EXIT_BATCH_FAILED)
+                    log.exception(
+                        "read side batch of %d %s events failed (offsets %d..%d of %s)",
+                        len(events),
+                        key,
+                        min(ev.message.offset for ev in events),
+                        max(ev.message.offset for ev in events),
+                        ", ".join(tps),
+                    )
+                    self._fail_stop(
+                        f"read side batch of {len(events)} {key} events failed: {exc!r}"
+                    )
                 processed = self.processed
                 for ev in events:
                     processed[ev.message.tp] = ev.message.offset
@@ -399,6 +419,23 @@ class ReadSide:
 
         agent.__name__ = f"readside_{key}"
         return agent
+
+    def _fail_stop(self, reason: str) -> NoReturn:
+        if self.on_batch_failed is not None:
+            self.on_batch_failed(reason)  # restarts the process in place; does not return
+        log.critical("%s; exiting (no restart handler)", reason)
+        logging.shutdown()
+        os._exit(EXIT_BATCH_FAILED)
+
+    def _injected_fault(self) -> None:
+        """Tests only: fail this batch, once, if the fault file is there (it is removed)."""
+        if not self.settings.test_faults:
+            return
+        try:
+            (self.settings.home / FAULT_BATCH).unlink()
+        except FileNotFoundError:
+            return
+        raise RuntimeError(f"injected fault: {FAULT_BATCH}")
 
     # -- folds: a batch of events in, the rows to write out (each touched key once) ---------
     #
@@ -1062,8 +1099,15 @@ def _configure_logging() -> None:
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure; the process entry point restarts
 
 
-def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
-    """Run one read-side worker in the foreground until SIGTERM/SIGINT. Returns an exit code."""
+def run_readside(
+    settings: Settings,
+    web_port: int = DEFAULT_WEB_PORT,
+    on_batch_failed: Callable[[str], object] | None = None,
+) -> int:
+    """Run one read-side worker in the foreground until SIGTERM/SIGINT. Returns an exit code.
+
+    ``on_batch_failed``: see :class:`ReadSide` (``paystream readside`` passes the restart in
+    place of ``paystream.bootstrap``)."""
     _configure_logging()
     from paystream.bootstrap import resolved
 
@@ -1075,7 +1119,12 @@ def run_readside(settings: Settings, web_port: int = DEFAULT_WEB_PORT) -> int:
         log.error("the read side needs lz4 support for aiokafka: pip install 'aiokafka[lz4]'")
         return 2
     try:
-        rs = ReadSide(settings, web_port, os.environ.get("PAYSTREAM_READSIDE_WRITER", "bulk"))
+        rs = ReadSide(
+            settings,
+            web_port,
+            os.environ.get("PAYSTREAM_READSIDE_WRITER", "bulk"),
+            on_batch_failed,
+        )
     except (RuntimeError, KafkaException) as exc:  # no topics, not co-partitioned, no broker
         log.error("read side cannot start: %s", exc)
         return EX_TEMPFAIL  # worth another try: the broker may be restarting

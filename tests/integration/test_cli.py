@@ -157,7 +157,8 @@ def test_up_and_status(stack: CliStack) -> None:
         n: p["pid"] for n, p in names.items()
     }
     for p in status["processes"]:
-        assert {"name", "role", "pid", "alive"} <= set(p), p
+        assert set(p) == {"name", "role", "pid", "alive", "restarts", "last_restart"}, p
+        assert (p["restarts"], p["last_restart"]) == (0, None), p
     table = stack.run("status")
     assert table.code == 0, table
     assert table.out.startswith(f"broker: Kafka {status['broker']['version']} at ")
@@ -471,3 +472,43 @@ def test_with_the_read_side_and_the_worker_down(stack: CliStack) -> None:
     assert stack.readside_up()
     assert stack.run("wait", "--timeout", "120").code == 0
     assert stack.json("balance", "cli-1", "--json")["balance"] == "100.96"
+
+
+# --- a failed read-side batch: the process restarts itself in place and status shows it --------
+
+
+def test_the_read_side_restarts_itself_after_a_failed_batch(stack: CliStack) -> None:
+    before = {p["name"]: p for p in stack.json("status", "--json")["processes"]}["readside"]
+    log = stack.sup.log_path("readside")
+    log_size = log.stat().st_size
+    fault = stack.settings.home / "faults" / "readside-batch"
+    fault.parent.mkdir(exist_ok=True)
+    fault.touch()  # the next batch fails (the read side removes the file as it fires)
+    deposit = stack.run(
+        "send", "deposit", "--command-id", "cli-d9", "--account", "cli-1", "--amount", "2.00"
+    )
+    assert deposit.code == 0, deposit
+
+    def restarted() -> dict[str, Any] | None:
+        procs = {p["name"]: p for p in stack.json("status", "--json")["processes"]}
+        p = procs["readside"]
+        return p if p["restarts"] >= 1 and p["alive"] and stack.readside_up() else None
+
+    after = wait_until(restarted, 90, "the read side back after a failed batch")
+    assert not fault.exists()  # a batch hit the fault
+    assert after["pid"] == before["pid"]  # in place: same pid, so `down` still finds it
+    assert "injected fault" in after["last_restart"]["reason"], after
+    assert after["last_restart"]["gave_up"] is False
+    written = log.read_text()[log_size:]
+    assert "read side batch of" in written and "restarting in place" in written, written
+    # The failed batch is consumed again after the restart (at least once): nothing lost.
+    wait_until(
+        lambda: _balance_on_the_read_side(stack, "cli-1")["balance"] == "102.96",
+        60,
+        "the deposit folded after the restart",
+    )
+    table = stack.run("status")
+    assert table.code == 0, table
+    line = next(x for x in table.out.splitlines() if "readside" in x)
+    assert "│ 1 " in line or "│ 2 " in line, table.out  # the restarts column
+    assert after["last_restart"]["at"] in table.out, table.out
