@@ -47,6 +47,11 @@ from connectors.chhttp.errors import (
 )
 from connectors.chhttp.executor import ChdbExecutor, ExecResult
 from connectors.chhttp.gate import check_read_only
+from connectors.chhttp.policy import (
+    analyst_settings,
+    check_statement_settings,
+    show_changeable_settings,
+)
 from connectors.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -170,13 +175,18 @@ class _Front:
         # ClickHouse runs GET requests read-only, and ?readonly=1 can only make it stricter.
         readonly = cfg.readonly or not post or params.get("readonly", "0") not in ("", "0")
         if readonly:
-            allowed, reason, code = check_read_only(sql.decode("latin-1"))
+            # Latin-1 keeps every byte, so positions line up and the rewrite round-trips.
+            text = sql.decode("latin-1")
+            allowed, reason, code = check_read_only(text)
             if not allowed:
                 if code == READONLY:
                     reason = f"Cannot execute query in readonly mode: {reason}"
                 raise QueryError(code, reason)
-            settings["readonly"] = "2"  # the engine refuses writes too (2 keeps settings usable)
-        if cfg.query_timeout and "max_execution_time" not in settings:
+            check_statement_settings(text)
+            sql = show_changeable_settings(text).encode("latin-1")
+            # The engine runs it with readonly = 1 too, applied last (policy.py).
+            settings = analyst_settings(settings, cfg.query_timeout)
+        elif cfg.query_timeout and "max_execution_time" not in settings:
             settings["max_execution_time"] = f"{cfg.query_timeout:g}"
 
         fmt = params.get("default_format") or request.headers.get("X-ClickHouse-Format") or None

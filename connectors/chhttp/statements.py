@@ -121,14 +121,47 @@ def prepare(sql: str, settings: Mapping[str, str]) -> Prepared:
         return Prepared(text, None, kind, tuple(settings.items()))
     fmt = None
     settings_follow = False
+    top = [t for t in toks if t.depth == 0]
     tail = _trailing_format(toks)
     if tail is not None:
         fmt_tok, name_tok, settings_follow = tail
         fmt = unquote(name_tok)
         text = text[: fmt_tok.start] + text[name_tok.end :]
+        top = [t for t in top if t is not fmt_tok and t is not name_tok]
     if clause:
-        text += f", {clause}" if settings_follow else f"\nSETTINGS {clause}"
+        # One clause: the statement's own settings first, then the request's. (A second
+        # SETTINGS clause would apply before the first, and readonly must come last.)
+        merge = settings_follow or _ends_with_settings(top)
+        text += f", {clause}" if merge else f"\nSETTINGS {clause}"
     return Prepared(text, fmt, kind)
+
+
+def _ends_with_settings(top: list[Token]) -> bool:
+    """Does the statement end with its own ``SETTINGS name = value [, ...]`` clause?"""
+    for i in range(len(top) - 1, -1, -1):
+        if is_word(top[i], "SETTINGS") and not (i and top[i - 1].text == "."):
+            return _is_settings_list(top[i + 1 :])
+    return False
+
+
+def _is_settings_list(toks: list[Token]) -> bool:
+    """``name = value [, name = value ...]`` and nothing else; a value is one literal or word,
+    maybe signed."""
+    i, n = 0, len(toks)
+    while True:
+        if not (i + 2 < n and toks[i].kind in ("word", "qid") and toks[i + 1].text == "="):
+            return False
+        i += 2
+        if toks[i].text in ("-", "+"):
+            i += 1
+        if i >= n or toks[i].kind not in ("word", "str"):
+            return False
+        i += 1
+        if i == n:
+            return True
+        if toks[i].text != ",":
+            return False
+        i += 1
 
 
 def _prepare_insert(sql: str, it: Iterator[Token], clause: str) -> Prepared:
