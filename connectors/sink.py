@@ -10,11 +10,19 @@ deduplication tokens. The sequence per batch:
   4. Only after ClickHouse acknowledged every insert, commit the consumed offsets.
 
 A crash between 3 and 4 replays the batch: the rows come again with the same event ids.
+
+For operators (and the crash tests), the sink says where it picks up: the batch being
+inserted is noted in ``$PAYSTREAM_HOME/warehouse-inflight[-<prefix>].json`` until its offsets
+are committed, so a restarted sink logs the batch the last run left in flight; and it logs the
+first offset it consumes of each partition ("resumed ... at offset N").
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -262,6 +270,11 @@ class WarehouseSink:
                 fp = self.codec.fingerprint_of(schema)
                 self._raw[topic] = (fp, table, with_kafka_position(self.codec.schema(schema)))
         self._raw_buffers: dict[str, list[Message]] = {}
+        prefix = settings.topic_prefix.rstrip(".")
+        self.inflight_path = (
+            settings.home / f"warehouse-inflight{'-' + prefix if prefix else ''}.json"
+        )
+        self._resumed: set[tuple[str, int]] = set()  # partitions consumed since the start
         self._mappers: dict[str, Callable[[dict[str, Any], int, int], None]] = {
             self.topics.ledger: lambda r, p, o: sink.add("ledger_entries", ledger_row(r, p, o)),
             self.topics.transfers: lambda r, p, o: sink.add("transfers", transfer_row(r, p, o)),
@@ -284,6 +297,7 @@ class WarehouseSink:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        self._report_inflight()
         self.consumer.subscribe(list(self._mappers))
         try:
             while self._running:
@@ -305,6 +319,9 @@ class WarehouseSink:
                         log.warning("consume error: %s", msg.error())
                     continue
                 k = (msg.topic(), msg.partition())
+                if k not in self._resumed:
+                    self._resumed.add(k)
+                    log.info("resumed %s/%d at offset %d", k[0], k[1], msg.offset())
                 first = offsets.get(k, (msg.offset(), 0))[0]
                 offsets[k] = (first, msg.offset())
                 # 2. Decode and map; poison goes to the dead-letter topic.
@@ -316,6 +333,7 @@ class WarehouseSink:
         rows = self._rows()
         # 3. Insert every table's rows; the token names the exact offset ranges.
         token = ",".join(f"{t}/{p}@{a}-{b}" for (t, p), (a, b) in sorted(offsets.items()))
+        self._note_inflight(rows, token)
         try:
             self._flush_raw()
             self.sink.flush(token)
@@ -333,9 +351,36 @@ class WarehouseSink:
             offsets=[TopicPartition(t, p, b + 1) for (t, p), (_, b) in offsets.items()],
             asynchronous=False,
         )
+        with contextlib.suppress(FileNotFoundError):
+            self.inflight_path.unlink()
         self.counters.batches += 1
         self.counters.rows += rows
         return rows
+
+    def _note_inflight(self, rows: int, token: str) -> None:
+        """The batch about to be inserted, until its offsets are committed (see the module doc)."""
+        tmp = self.inflight_path.with_name(f".{self.inflight_path.name}.tmp")
+        try:
+            self.inflight_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"rows": rows, "offsets": token}))
+            os.replace(tmp, self.inflight_path)
+        except OSError as exc:  # a note for operators must never stop the sink
+            log.warning("cannot note the batch in flight in %s: %s", self.inflight_path, exc)
+
+    def _report_inflight(self) -> None:
+        try:
+            last = json.loads(self.inflight_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable %s: %s", self.inflight_path, exc)
+            return
+        log.info(
+            "the last run stopped with a batch in flight (%s rows, offsets %s):"
+            " it is consumed and inserted again",
+            last.get("rows"),
+            last.get("offsets"),
+        )
 
     def _rows(self) -> int:
         return self.sink.rows + sum(len(b) for b in self._raw_buffers.values())
