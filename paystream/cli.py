@@ -348,17 +348,37 @@ def _query(
     return list(result.column_names), [list(r) for r in result.result_rows]
 
 
-def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
-    from clickhouse_connect.driver.exceptions import ClickHouseError
+def _on_the_warehouse(verb: str, fn: Callable[[], int]) -> int:
+    """Run a warehouse verb; a refused query or an unreachable warehouse is one line on
+    stderr and exit 1, never a traceback."""
+    import logging
+    import re
 
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+    # The driver logs its own error before raising it; the line below says it once.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     try:
-        columns, rows = _query(s, a.query)
+        return fn()
+    except (OperationalError, OSError) as exc:
+        cause = re.search(r"\[Errno \d+\][^\"')]*", str(exc))
+        why = cause.group().strip() if cause else type(exc).__name__
+        print(
+            f"paystream {verb}: the warehouse does not answer ({why}); is it up?"
+            " (`paystream status`)",
+            file=sys.stderr,
+        )
     except ClickHouseError as exc:
-        print(f"paystream sql: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"paystream sql: the warehouse does not answer ({exc}); is it up?", file=sys.stderr)
-        return 1
+        print(f"paystream {verb}: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("sql", lambda: _sql(a, s))
+
+
+def _sql(a: argparse.Namespace, s: Settings) -> int:
+    columns, rows = _query(s, a.query)
     if a.format == "json":
         _print_json([{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows])
     elif a.format == "csv":
@@ -373,6 +393,10 @@ def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_history(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("history", lambda: _history(a, s))
+
+
+def _history(a: argparse.Namespace, s: Settings) -> int:
     from rich.console import Console
 
     from paystream.render import HISTORY_SQL, history_json, history_rows, history_table
@@ -388,6 +412,10 @@ def cmd_history(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_trace(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("trace", lambda: _trace(a, s))
+
+
+def _trace(a: argparse.Namespace, s: Settings) -> int:
     from paystream.audit import trace
 
     tree = trace(_resolved(s), a.account, a.depth)
@@ -403,6 +431,10 @@ def cmd_trace(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_audit(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("audit", lambda: _audit(a, s))
+
+
+def _audit(a: argparse.Namespace, s: Settings) -> int:
     from paystream.audit import audit
 
     report = audit(_resolved(s))

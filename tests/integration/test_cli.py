@@ -189,6 +189,43 @@ def test_topics(stack: CliStack) -> None:
     assert "paystream.ledger.v1" in table.out and "drift" not in table.out
 
 
+def test_topics_show_drift(stack: CliStack) -> None:
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    from base.topics import INFINITE_MS
+
+    name = f"{stack.settings.topic_prefix}paystream.deadletter.v1"
+    admin = AdminClient({"bootstrap.servers": stack.settings.bootstrap})
+
+    def retention(ms: str) -> None:
+        entry = ConfigEntry("retention.ms", ms, incremental_operation=AlterConfigOpType.SET)
+        res = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[entry])
+        admin.incremental_alter_configs([res])[res].result()
+
+    retention("86400000")  # someone shortened the dead letters' retention by hand
+    try:
+        doc = stack.run("topics", "--json")
+        assert doc.code == 1, doc
+        assert json.loads(doc.out)["drift"] == [
+            {"topic": name, "what": "retention.ms", "declared": str(INFINITE_MS),
+             "actual": "86400000"}
+        ]  # fmt: skip
+        table = stack.run("topics")
+        assert table.code == 1
+        assert (
+            f"drift: {name} retention.ms: declared {INFINITE_MS}, actual 86400000" in table.out
+        ), table
+    finally:
+        retention(str(INFINITE_MS))
+    assert stack.json("topics", "--json")["drift"] == []
+
+
 # --- commands: send, wait, outcome --------------------------------------------------------------
 
 
@@ -467,11 +504,24 @@ def test_with_the_read_side_and_the_worker_down(stack: CliStack) -> None:
     late = stack.run("wait", "--timeout", "2")
     assert late.code == 1 and "not caught up after 2.0s" in late.err, late
 
+    # No warehouse: its verbs say so in one line, no traceback.
+    assert sup.kill("warehouse")
+    for verb in (("sql", "SELECT 1"), ("history", "cli-1"), ("trace", "cli-1"), ("audit",)):
+        down = stack.run(*verb)
+        assert down.code == 1, down
+        assert f"paystream {verb[0]}: the warehouse does not answer" in down.err, down
+        assert "Traceback" not in down.err, down
+
     up = stack.run("up")  # starts what is missing
     assert up.code == 0, f"{up}\n{stack.logs()}"
     assert stack.readside_up()
     assert stack.run("wait", "--timeout", "120").code == 0
-    assert stack.json("balance", "cli-1", "--json")["balance"] == "100.96"
+    wait_until(
+        lambda: stack.json("balance", "cli-1", "--json")["balance"] == "100.96",
+        60,
+        "the deposit sent while the worker was down",
+    )
+    assert all(p["alive"] for p in stack.json("status", "--json")["processes"])
 
 
 # --- a failed read-side batch: the process restarts itself in place and status shows it --------
