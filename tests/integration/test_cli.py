@@ -30,8 +30,6 @@ from ops.procs import Supervisor
 
 pytestmark = pytest.mark.integration
 
-DEMO = ("--accounts", "30", "--transfers", "300", "--seed", "3")
-DEMO_PREFIX = "demo3"
 COLUMNS = 80
 
 
@@ -346,7 +344,7 @@ def test_balance_from_the_read_side(stack: CliStack) -> None:
     assert unknown.code == 1 and "no account 'nobody'" in unknown.err, unknown
 
 
-# --- the ledger log and the demo ------------------------------------------------------------------
+# --- the ledger log ----------------------------------------------------------------------------
 
 
 def test_replay(stack: CliStack) -> None:
@@ -358,15 +356,6 @@ def test_replay(stack: CliStack) -> None:
     assert text.out.startswith(f"replayed {doc['events']} ledger events in ")
     assert "zero-sum, no gaps, no duplicates, equal to live state" in text.out
     assert "equal to live state" not in stack.run("replay").out
-
-
-def test_demo(stack: CliStack) -> None:
-    demo = stack.run("demo", *DEMO)
-    assert demo.code == 0, f"{demo}\n{stack.logs()}"
-    for row in ("balances = sequential model", "warehouse balances = model",
-                "alerts = brute-force oracle"):  # fmt: skip
-        line = next((x for x in demo.out.splitlines() if row in x), "")
-        assert "yes" in line, demo
 
 
 # --- the warehouse: sql, history, trace, audit --------------------------------------------------
@@ -449,21 +438,61 @@ def test_audit(stack: CliStack) -> None:
 
 
 def test_alerts(stack: CliStack) -> None:
-    alerts = stack.json("alerts", "--json")
-    assert alerts, "the demo plants chains and cycles"
+    """A related pair, and a cycle through it; the transfers are sent one by one, so their ts
+    (when each entered the log) increase along the chain."""
+    setup = [
+        *[
+            {"type": "open_account", "command_id": f"al-o{i}", "account": f"al-{i}",
+             "user": f"al-u{i}", "currency": "USD"}
+            for i in range(3)
+        ],
+        *[
+            {"type": "deposit", "command_id": f"al-d{i}", "account": f"al-{i}", "amount": "9.00"}
+            for i in range(3)
+        ],
+    ]  # fmt: skip
+    relate = {"type": "relate_accounts", "command_id": "al-r", "account": "al-0",
+              "related": "al-1", "kind": "family"}  # fmt: skip
+    for commands in (setup, [relate]):  # opened (and funded) before they are related
+        sent = stack.run(
+            "send", "--file", "-", "--no-progress", stdin="\n".join(map(json.dumps, commands))
+        )
+        assert sent.code == 0, sent
+        assert stack.run("wait", "--timeout", "120").code == 0
+    for i in range(3):
+        sent = stack.run(
+            "send", "transfer", "--command-id", f"al-t{i}", "--from", f"al-{i}",
+            "--to", f"al-{(i + 1) % 3}", "--amount", "1.00",
+        )  # fmt: skip
+        assert sent.code == 0, sent
+    assert stack.run("wait", "--timeout", "120").code == 0
+
+    def raised() -> list[dict[str, Any]] | None:
+        got = stack.json("alerts", "--json")
+        return got if len(got) == 3 else None
+
+    alerts = wait_until(raised, 60, "the detector's alerts")
     assert all(
         set(a) == {"alert_id", "kind", "accounts", "transfer_ids", "amounts", "ts"} for a in alerts
     )
-    cycles = stack.json("alerts", "--json", "--kind", "cycle")
-    assert cycles == [a for a in alerts if a["kind"] == "cycle"] and cycles
-    account = alerts[0]["accounts"][0]
-    assert stack.json("alerts", "--json", "--account", account) == [
-        a for a in alerts if account in a["accounts"]
+    # al-0 and al-1 are related: the first hop is direct, the last two hops lead from al-1
+    # back to al-0 (indirect), and the three close a cycle.
+    assert sorted((a["kind"], a["accounts"], a["amounts"]) for a in alerts) == [
+        ("cycle", ["al-0", "al-1", "al-2", "al-0"], ["1.00", "1.00", "1.00"]),
+        ("related_direct", ["al-0", "al-1"], ["1.00"]),
+        ("related_indirect", ["al-1", "al-2", "al-0"], ["1.00", "1.00"]),
     ]
+    cycles = stack.json("alerts", "--json", "--kind", "cycle")
+    assert cycles == [a for a in alerts if a["kind"] == "cycle"]
+    assert stack.json("alerts", "--json", "--account", "al-2") == [
+        a for a in alerts if a["kind"] != "related_direct"
+    ]
+    assert stack.json("alerts", "--json", "--account", "nobody") == []
     table = stack.run("alerts")
     assert table.code == 0, table
-    assert f"{len(alerts)} alerts" in table.out
-    assert "related_indirect" in table.out or "related_direct" in table.out
+    assert "3 alerts" in table.out
+    assert all(k in table.out for k in ("related_direct", "related_indirect", "cycle")), table
+    assert "al-0 -> al-1" in table.out, table
 
 
 # --- the read side down: the changelog answers; `wait` times out without a worker -----------------

@@ -33,6 +33,7 @@ from base.config import Settings
 from base.kafka import reader, scan
 from base.topics import TopicNames
 from paystream.bootstrap import DETECTOR_ROLE
+from paystream.demo import _print as print_summary
 from paystream.demo import expected_alerts as workload_alerts
 from paystream.workload import Workload
 from schemas import now_micros
@@ -406,7 +407,7 @@ def test_a_second_detector_on_the_same_home_is_refused(tmp_path: Path) -> None:
 
 
 def test_demo_workload_alerts_through_the_cli_equal_the_brute_force(
-    settings: Settings, free_port_base: Callable[[int], int]
+    settings: Settings, free_port_base: Callable[[int], int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Random traffic with planted related-party chains (2..4 hops), cycles and relation
     changes through the ledger: ``paystream alerts --json`` is exactly the brute force's set.
@@ -466,3 +467,14 @@ def test_demo_workload_alerts_through_the_cli_equal_the_brute_force(
     assert alerts["count"] == len(want) and alerts["planted_as_expected"] == len(work.planted)
     assert summary["verified"] and summary["matches_sequential_model"]
     assert summary["warehouse"] == {"available": False, "error": summary["warehouse"]["error"]}
+    # The same summary as `paystream demo` prints it without --json (its other output path).
+    print_summary(summary)
+    text = capsys.readouterr().out
+    for row, value in (
+        ("balances = sequential model", "yes"),
+        ("alerts = brute-force oracle", "yes"),
+        ("warehouse", "not running"),
+        ("planted patterns as expected", f"{len(work.planted)}/{len(work.planted)}"),
+    ):
+        line = next((x for x in text.splitlines() if row in x), "")
+        assert value in line, text
