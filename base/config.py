@@ -172,6 +172,8 @@ class Settings:
     api_port: int = DEFAULT_API_PORT
     # The embedded PSP simulator's first port (PAYSTREAM_PSP_SIM_PORT; its PSPs take 4).
     psp_sim_port: int = DEFAULT_PSP_SIM_PORT
+    # Tests only: processes honour faults armed under $PAYSTREAM_HOME/faults/ (never in prod).
+    test_faults: bool = False
 
     @property
     def var(self) -> Path:
@@ -217,6 +219,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_libs=Path(libs).expanduser().resolve() if libs else None,
         api_port=int(env.get("PAYSTREAM_API_PORT") or DEFAULT_API_PORT),
         psp_sim_port=int(env.get("PAYSTREAM_PSP_SIM_PORT") or DEFAULT_PSP_SIM_PORT),
+        test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") == "1",
     )
 
 
@@ -244,6 +247,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_READSIDE_PORT": str(settings.readside_port),
         "PAYSTREAM_API_PORT": str(settings.api_port),
         "PAYSTREAM_PSP_SIM_PORT": str(settings.psp_sim_port),
+        "PAYSTREAM_TEST_FAULTS": "1" if settings.test_faults else "",
         "PAYSTREAM_DETECTOR_MAX_HOPS": str(settings.detector_max_hops),
         "PAYSTREAM_DETECTOR_WINDOW_S": repr(settings.detector_window_s),
         "PAYSTREAM_READSIDE_WRITER": settings.readside_writer,

@@ -22,6 +22,15 @@ T = TypeVar("T")
 RETRY_PAUSE_S = 0.2
 
 
+def position(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record or partition event (librdkafka sets
+    all three; the Python binding types them optional)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"a consumed record has no position: {topic} {partition} {offset}")
+    return topic, partition, offset
+
+
 def retrying(fn: Callable[[], T], timeout_s: float = 30) -> T:
     """Call ``fn``, retrying Kafka's transient errors (a fresh topic, a coordinator loading or
     moving) until ``timeout_s``; a fatal error, or any error past the deadline, is raised."""

@@ -11,11 +11,19 @@ deduplication tokens. The sequence per batch:
   4. Only after ClickHouse acknowledged every insert, commit the consumed offsets.
 
 A crash between 3 and 4 replays the batch: the rows come again with the same event ids.
+
+For operators (and the crash tests), the sink says where it picks up: the batch being
+inserted is noted in ``$PAYSTREAM_HOME/warehouse-inflight[-<prefix>].json`` until its offsets
+are committed, so a restarted sink logs the batch the last run left in flight; and it logs the
+first offset it consumes of each partition ("resumed ... at offset N").
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -27,6 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from base.config import Settings, kafka_client_config
+from base.kafka import position
 from base.topics import TopicNames
 from connectors.errors import PoisonRecord
 from connectors.payment_rows import (
@@ -217,7 +226,7 @@ def avro_container(schema: dict[str, Any], bodies: list[bytes]) -> bytes:
     return bytes(out)
 
 
-def with_kafka_position(schema: dict[str, Any]) -> dict[str, Any]:
+def with_kafkaposition(schema: dict[str, Any]) -> dict[str, Any]:
     """The writer schema plus the two fields the sink appends to every body."""
     extra = [
         {"name": "kafka_partition", "type": "int", "doc": "source partition"},
@@ -270,8 +279,13 @@ class WarehouseSink:
             for key, (schema, table) in RAW_INGEST.items():
                 topic = getattr(self.topics, key)
                 fp = self.codec.fingerprint_of(schema)
-                self._raw[topic] = (fp, table, with_kafka_position(self.codec.schema(schema)))
+                self._raw[topic] = (fp, table, with_kafkaposition(self.codec.schema(schema)))
         self._raw_buffers: dict[str, list[Message]] = {}
+        prefix = settings.topic_prefix.rstrip(".")
+        self.inflight_path = (
+            settings.home / f"warehouse-inflight{'-' + prefix if prefix else ''}.json"
+        )
+        self._resumed: set[tuple[str, int]] = set()  # partitions consumed since the start
         self._mappers: dict[str, Mapper] = {
             self.topics.ledger: lambda r, p, o: sink.add("ledger_entries", ledger_row(r, p, o)),
             self.topics.transfers: lambda r, p, o: sink.add("transfers", transfer_row(r, p, o)),
@@ -308,6 +322,7 @@ class WarehouseSink:
         if install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        self._report_inflight()
         self.consumer.subscribe(self.subscribed_topics())
         try:
             while self._running:
@@ -329,8 +344,11 @@ class WarehouseSink:
                     if err.code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error: %s", err)
                     continue
-                topic, partition, offset = _position(msg)
+                topic, partition, offset = position(msg)
                 k = (topic, partition)
+                if k not in self._resumed:
+                    self._resumed.add(k)
+                    log.info("resumed %s/%d at offset %d", topic, partition, offset)
                 first = offsets.get(k, (offset, 0))[0]
                 offsets[k] = (first, offset)
                 # 2. Decode and map; poison goes to the dead-letter topic.
@@ -342,6 +360,7 @@ class WarehouseSink:
         rows = self._rows()
         # 3. Insert every table's rows; the token names the exact offset ranges.
         token = ",".join(f"{t}/{p}@{a}-{b}" for (t, p), (a, b) in sorted(offsets.items()))
+        self._note_inflight(rows, token)
         try:
             self._flush_raw()
             self.sink.flush(token)
@@ -359,9 +378,36 @@ class WarehouseSink:
             offsets=[TopicPartition(t, p, b + 1) for (t, p), (_, b) in offsets.items()],
             asynchronous=False,
         )
+        with contextlib.suppress(FileNotFoundError):
+            self.inflight_path.unlink()
         self.counters.batches += 1
         self.counters.rows += rows
         return rows
+
+    def _note_inflight(self, rows: int, token: str) -> None:
+        """The batch about to be inserted, until its offsets are committed (see the module doc)."""
+        tmp = self.inflight_path.with_name(f".{self.inflight_path.name}.tmp")
+        try:
+            self.inflight_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"rows": rows, "offsets": token}))
+            os.replace(tmp, self.inflight_path)
+        except OSError as exc:  # a note for operators must never stop the sink
+            log.warning("cannot note the batch in flight in %s: %s", self.inflight_path, exc)
+
+    def _report_inflight(self) -> None:
+        try:
+            last = json.loads(self.inflight_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable %s: %s", self.inflight_path, exc)
+            return
+        log.info(
+            "the last run stopped with a batch in flight (%s rows, offsets %s):"
+            " it is consumed and inserted again",
+            last.get("rows"),
+            last.get("offsets"),
+        )
 
     def _rows(self) -> int:
         return self.sink.rows + sum(len(b) for b in self._raw_buffers.values())
@@ -375,7 +421,7 @@ class WarehouseSink:
             _, table, schema = self._raw[topic]
             bodies = []
             for m in msgs:
-                _, partition, offset = _position(m)
+                _, partition, offset = position(m)
                 body = (m.value() or b"")[HEADER_BYTES:]
                 bodies.append(body + _zigzag(partition) + _zigzag(offset))
             try:
@@ -389,7 +435,7 @@ class WarehouseSink:
         self._raw_buffers.clear()
 
     def _map(self, msg: Message) -> None:
-        topic = _position(msg)[0]
+        topic = position(msg)[0]
         raw = self._raw.get(topic)
         value = msg.value()
         if (
@@ -403,7 +449,7 @@ class WarehouseSink:
         self._map_decoded(msg)
 
     def _map_decoded(self, msg: Message) -> None:
-        topic, partition, offset = _position(msg)
+        topic, partition, offset = position(msg)
         try:
             schema, record = self.codec.decode(msg.value() or b"")
             mapper = self._schema_mappers.get((topic, schema)) or self._mappers.get(topic)
@@ -429,11 +475,3 @@ class WarehouseSink:
         self.dead_letters.produce(self.topics.deadletter, value, source.encode())
         self.dead_letters.poll(0)
         self.counters.dead_letters += 1
-
-
-def _position(msg: Message) -> tuple[str, int, int]:
-    """Topic, partition and offset of a consumed record (librdkafka sets all three)."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    if topic is None or partition is None or offset is None:
-        raise ValueError(f"a consumed record has no position: {topic} {partition} {offset}")
-    return topic, partition, offset

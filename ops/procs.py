@@ -5,6 +5,10 @@ this. Each process gets ``home/run/{name}.json`` (who it is) and ``home/log/{nam
 (stdout and stderr, appended). A process is identified by its pid *and* its create time, so a
 recycled pid is never mistaken for ours and never signalled.
 
+A process that restarts itself in place (same pid: ``paystream.bootstrap.restart_in_place``)
+notes it with :func:`note_restart` in ``home/run/{name}.restarts`` (the path is in its
+environment, ``PAYSTREAM_RESTARTS_FILE``), and ``list`` shows the count and the last one.
+
 Processes run in their own session so they outlive the CLI that started them. Only the
 recorded pid is signalled, not its process group: ``argv`` should exec the real program
 rather than wrap it in a shell.
@@ -37,6 +41,8 @@ CREATE_TIME_TOLERANCE_S = 0.05
 _KILL_GRACE_S = 5.0
 _POLL_S = 0.05
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# Where a supervised process notes its restarts in place: set in its environment by start().
+RESTARTS_FILE_ENV = "PAYSTREAM_RESTARTS_FILE"
 
 # Popen handles of children started by this interpreter, by pid. Polling them reaps exited
 # children (no zombies in long-lived parents such as pytest) and stops Popen from warning
@@ -115,6 +121,21 @@ class Supervisor:
         _check_name(name)
         return self.run_dir / f"{name}.json"
 
+    def restarts_path(self, name: str) -> Path:
+        _check_name(name)
+        return self.run_dir / f"{name}.restarts"  # not *.json: that is a process record
+
+    def restarts(self, name: str) -> dict[str, Any]:
+        """``{"restarts": n, "last_restart": {"at", "reason"} | None}`` of the current process."""
+        try:
+            data = json.loads(self.restarts_path(name).read_text())
+            return {"restarts": int(data["restarts"]), "last_restart": data["last_restart"]}
+        except FileNotFoundError:
+            return {"restarts": 0, "last_restart": None}
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable restart record of %s: %s", name, exc)
+            return {"restarts": 0, "last_restart": None}
+
     def record(self, name: str) -> ProcRecord | None:
         """The recorded process for ``name`` (alive or not), or None."""
         path = self._record_path(name)
@@ -179,7 +200,14 @@ class Supervisor:
             if current is not None and _same_process(current.pid, current.create_time):
                 return current.pid
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            child_env = {**os.environ, **env} if env is not None else None
+            # A new process starts with no restarts; it notes its own in this file.
+            with contextlib.suppress(FileNotFoundError):
+                self.restarts_path(name).unlink()
+            child_env = {
+                **os.environ,
+                **(env or {}),
+                RESTARTS_FILE_ENV: str(self.restarts_path(name)),
+            }
             with open(self.log_path(name), "ab") as out:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 out.write(f"--- {stamp} paystream starting {name}: {argv!r}\n".encode())
@@ -257,8 +285,9 @@ class Supervisor:
                 # Keep the record so `status` still shows a process we could not end.
                 log.error("%s pid %d survived SIGKILL", r.name, r.pid)
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                self._record_path(r.name).unlink()
+            for path in (self._record_path(r.name), self.restarts_path(r.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         for r in live:
             log.info("stopped %s pid %d", r.name, r.pid)
         return [r.name for r in live]
@@ -278,16 +307,42 @@ class Supervisor:
         return stopped
 
     def list(self) -> list[dict[str, Any]]:
-        """Every recorded process, sorted by name: name, role, pid, alive."""
+        """Every recorded process, sorted by name: name, role, pid, alive, restarts (in place,
+        since it was started) and the last one (``{"at": ISO 8601 UTC, "reason"}`` or None)."""
         return [
             {
                 "name": r.name,
                 "role": r.role,
                 "pid": r.pid,
                 "alive": _same_process(r.pid, r.create_time),
+                **self.restarts(r.name),
             }
             for r in self._records()
         ]
+
+
+def note_restart(reason: str, at: float, gave_up: bool = False) -> None:
+    """Called by a supervised process as it restarts itself in place (or gives up): one more
+    restart, and this one's time and reason, for ``status``. Not supervised: nothing to do."""
+    target = os.environ.get(RESTARTS_FILE_ENV)
+    if not target:
+        return
+    path = Path(target)
+    try:
+        count = int(json.loads(path.read_text())["restarts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        count = 0
+    last = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+        "reason": reason,
+        "gave_up": gave_up,
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({"restarts": count + (not gave_up), "last_restart": last}))
+        os.replace(tmp, path)
+    except OSError as exc:  # bookkeeping must never stop a restart
+        log.warning("could not note the restart in %s: %s", path, exc)
 
 
 def _wait_gone(recs: list[ProcRecord], deadline: float) -> list[ProcRecord]:

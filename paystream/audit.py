@@ -9,6 +9,7 @@ from typing import Any
 from base.config import Settings
 from connectors.warehouse import query_client
 from paystream import queries
+from paystream.render import money
 from streams.ledger import model as m
 from streams.ledger.money import format_amount
 
@@ -77,7 +78,7 @@ def trace(settings: Settings, account: str, depth: int) -> dict[str, Any]:
                 {
                     "account": dst,
                     "currency": cur,
-                    "amount": str(amount),
+                    "amount": money(amount, cur),
                     "transfers": n,
                     "next": deeper.get(dst, []) if dst not in seen else [],
                 }

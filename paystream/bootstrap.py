@@ -19,6 +19,7 @@ from typing import NoReturn
 from base.config import Limits, Settings
 from base.logs import configure_logging
 from base.restarts import Restarts, pass_on, restarts_so_far
+from ops.procs import note_restart
 from paystream.stack import (
     DETECTOR_ROLE,
     READSIDE_ROLE,
@@ -89,10 +90,12 @@ def restart_in_place(reason: str, limits: Limits | None = None) -> NoReturn:
     count += 1
     if count > limits.restarts_max:
         log.critical("giving up after %d restarts in %.0fs: %s", count - 1, now - since, reason)
+        note_restart(reason, now, gave_up=True)  # for `paystream status`
         logging.shutdown()
         os._exit(3)
     pause_s = min(limits.restart_backoff_max_s, 0.5 * 2 ** (count - 1))
     log.critical("restarting in place in %.1fs (restart %d): %s", pause_s, count, reason)
+    note_restart(reason, now)  # for `paystream status`
     logging.shutdown()
     time.sleep(pause_s)
     pass_on(Restarts(count, since))
@@ -165,7 +168,12 @@ def run_readside_process(settings: Settings, web_port: int) -> int:
     from streams.readside.app import run_readside
 
     _start_process(settings)
-    return _restart_on_failure("read side", lambda: run_readside(resolved(settings), web_port))
+    # A failed batch cannot unwind (faust would commit its offsets): the read side calls
+    # restart_in_place from inside the agent, as a kill -9 and a start would.
+    return _restart_on_failure(
+        "read side",
+        lambda: run_readside(resolved(settings), web_port, on_batch_failed=restart_in_place),
+    )
 
 
 def run_detector_process(settings: Settings, max_hops: int, window_s: float) -> int:

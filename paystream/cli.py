@@ -31,7 +31,9 @@ def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(*columns, title=title)
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c, overflow="fold")  # wrap long values, never cut them ("…")
     for r in rows:
         t.add_row(*[str(v) for v in r])
     Console().print(t)
@@ -80,9 +82,19 @@ def cmd_status(a: argparse.Namespace, s: Settings) -> int:
     print(
         f"broker: Kafka {b['version']} at {b['bootstrap']} ({'embedded' if b['embedded'] else 'external'})"
     )
+
+    def last(p: dict[str, Any]) -> str:
+        r = p["last_restart"]
+        if r is None:
+            return ""
+        return f"{r['at']}{' gave up:' if r.get('gave_up') else ''} {r['reason']}"
+
     _table(
-        ["name", "role", "pid", "alive"],
-        [[p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO"] for p in st["processes"]],
+        ["name", "role", "pid", "alive", "restarts", "last restart"],
+        [
+            [p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], last(p)]
+            for p in st["processes"]
+        ],
     )
     return 0 if all(p["alive"] for p in st["processes"]) else 1
 
@@ -214,23 +226,24 @@ def cmd_balances(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_balance(a: argparse.Namespace, s: Settings) -> int:
-    from urllib.parse import quote
+    from paystream.queries import account_view
 
-    from paystream.queries import account, readside
-
-    served = readside(f"/accounts/{quote(a.account, safe='')}")
-    view = served if isinstance(served, dict) and served.get("account") else None
-    if view is None:
-        view = account(_resolved(s), a.account)  # the read side is not running: the changelog
+    view = account_view(_resolved(s), a.account)
     if view is None:
         print(f"no account {a.account!r}", file=sys.stderr)
         return 1
     if a.json:
         _print_json(view)
-    else:
-        print(
-            f"{view['account']}: {view['balance']} {view['currency']} ({view['status']}; held {view['held']})"
-        )
+        return 0
+    status = view["status"]
+    if view["blocked_reason"]:
+        status += f": {view['blocked_reason']}"
+    held = (
+        f"held {view['held']}"
+        if view["held"] is not None
+        else "held unknown: the read side does not track holds"
+    )
+    print(f"{view['account']}: {view['balance']} {view['currency']} ({status}; {held})")
     return 0
 
 
@@ -343,17 +356,37 @@ def _query(
     return list(result.column_names), [list(r) for r in result.result_rows]
 
 
-def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
-    from clickhouse_connect.driver.exceptions import ClickHouseError
+def _on_the_warehouse(verb: str, fn: Callable[[], int]) -> int:
+    """Run a warehouse verb; a refused query or an unreachable warehouse is one line on
+    stderr and exit 1, never a traceback."""
+    import logging
+    import re
 
+    from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
+
+    # The driver logs its own error before raising it; the line below says it once.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     try:
-        columns, rows = _query(s, a.query)
+        return fn()
+    except (OperationalError, OSError) as exc:
+        cause = re.search(r"\[Errno \d+\][^\"')]*", str(exc))
+        why = cause.group().strip() if cause else type(exc).__name__
+        print(
+            f"paystream {verb}: the warehouse does not answer ({why}); is it up?"
+            " (`paystream status`)",
+            file=sys.stderr,
+        )
     except ClickHouseError as exc:
-        print(f"paystream sql: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"paystream sql: the warehouse does not answer ({exc}); is it up?", file=sys.stderr)
-        return 1
+        print(f"paystream {verb}: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("sql", lambda: _sql(a, s))
+
+
+def _sql(a: argparse.Namespace, s: Settings) -> int:
+    columns, rows = _query(s, a.query)
     if a.format == "json":
         _print_json([{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows])
     elif a.format == "csv":
@@ -368,20 +401,29 @@ def cmd_sql(a: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_history(a: argparse.Namespace, s: Settings) -> int:
-    columns, rows = _query(
-        s,
-        "SELECT account_seq, ts, kind, amount, balance_after, counterparty, transfer_id, command_id"
-        " FROM account_history WHERE account = {acc:String} ORDER BY account_seq",
-        {"acc": a.account},
-    )
+    return _on_the_warehouse("history", lambda: _history(a, s))
+
+
+def _history(a: argparse.Namespace, s: Settings) -> int:
+    from rich.console import Console
+
+    from paystream.render import HISTORY_SQL, history_json, history_rows, history_table
+
+    columns, rows = _query(s, HISTORY_SQL, {"acc": a.account})
+    history = history_rows(columns, rows)
     if a.json:
-        _print_json([{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in rows])
+        _print_json(history_json(history))
     else:
-        _table(columns, [[_jsonable(v) for v in r] for r in rows], title=f"history of {a.account}")
+        console = Console()
+        console.print(history_table(a.account, history, console))
     return 0 if rows else 1
 
 
 def cmd_trace(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("trace", lambda: _trace(a, s))
+
+
+def _trace(a: argparse.Namespace, s: Settings) -> int:
     from paystream.audit import trace
 
     tree = trace(_resolved(s), a.account, a.depth)
@@ -389,25 +431,18 @@ def cmd_trace(a: argparse.Namespace, s: Settings) -> int:
         _print_json(tree)
     else:
         from rich.console import Console
-        from rich.tree import Tree
 
-        root = Tree(f"[bold]{a.account}[/bold]")
-        for direction, label in (("out", "money went to"), ("in", "money came from")):
-            branch = root.add(label)
+        from paystream.render import trace_tree
 
-            def add(node: Any, items: list[dict[str, Any]]) -> None:
-                for item in items:
-                    child = node.add(
-                        f"{item['account']}  {item['amount']} {item['currency']} ({item['transfers']} transfers)"
-                    )
-                    add(child, item["next"])
-
-            add(branch, tree[direction])
-        Console().print(root)
+        Console().print(trace_tree(tree))
     return 0
 
 
 def cmd_audit(a: argparse.Namespace, s: Settings) -> int:
+    return _on_the_warehouse("audit", lambda: _audit(a, s))
+
+
+def _audit(a: argparse.Namespace, s: Settings) -> int:
     from paystream.audit import audit
 
     report = audit(_resolved(s))

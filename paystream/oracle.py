@@ -3,16 +3,43 @@
 It applies JSON commands one at a time, with transfers atomic (no saga). For workloads
 whose outcome does not depend on how sagas interleave (phased, or no overdraw races), the
 real system must end with exactly these balances and outcomes.
+
+It is written from the rules (README, ``streams/ledger/rejections.py``), not from the core's
+code: its own currency table, amount parser and order of checks. It knows every currency the
+core supports and can give every rejection reason; ``tests/unit/test_oracle.py`` holds both
+to the core's enum and table, so neither can grow without the model. Not modelled: the core
+remembers the last 32 command ids per account, the model all of them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation, localcontext
 
 from schemas.catalogue import all_command_types
 
-EXP = {"USD": 2, "EUR": 2, "GBP": 2, "JPY": 0, "KWD": 3, "CHF": 2}
+# ISO 4217 minor units of the currencies the ledger accepts (the core's table, copied on
+# purpose: a test compares the two).
+EXP: dict[str, int] = {
+    **dict.fromkeys(
+        ("USD", "EUR", "GBP", "CHF", "CAD", "AUD", "SEK", "NOK", "PLN", "INR", "CNY", "BRL", "RUB"),
+        2,
+    ),
+    "JPY": 0,
+    "KRW": 0,
+    "ISK": 0,
+    "KWD": 3,
+    "BHD": 3,
+    "JOD": 3,
+}
+ID_CHARS_MAX = 128  # longer ids are invalid
+AMOUNT_CHARS_MAX = 40  # a longer amount string is malformed, whatever it says
+AMOUNT_MINOR_MAX = 10**17  # one command moves at most this many minor units
+BALANCE_MINOR_MAX = 10**18  # no customer balance above this
+# Rejections the ledger does not remember: a repeat of such a command is rejected again.
+NOT_REMEMBERED = frozenset(
+    {"command_id_invalid", "account_id_invalid", "exists_with_different_payload"}
+)
 
 # Payment commands (docs/payments.md, "Money"): sent only by the payments workers.
 PAYMENT_TYPES = frozenset(
@@ -37,6 +64,11 @@ class Acct:
     blocked: bool = False
 
 
+def valid_id(value: str) -> bool:
+    """Account and user ids: 1..128 characters, and not a system account (``@...``)."""
+    return 0 < len(value) <= ID_CHARS_MAX and not value.startswith("@")
+
+
 @dataclass
 class Oracle:
     accounts: dict[str, Acct] = field(default_factory=dict)
@@ -50,38 +82,51 @@ class Oracle:
     system: dict[str, int] = field(default_factory=dict)
 
     def amount(self, text: object, currency: str) -> int | str:
-        if not isinstance(text, str) or not text or text.count(".") > 1:
+        """Minor units, or the rejection reason of a bad amount."""
+        if not isinstance(text, str) or not text or len(text) > AMOUNT_CHARS_MAX:
             return "amount_malformed"
-        whole, _, frac = text.partition(".")
+        whole, dot, frac = text.partition(".")
+        digits = whole + frac
         if (
-            not whole.isdigit()
-            or not whole.isascii()
-            or ("." in text and not (frac.isdigit() and frac.isascii()))
+            not whole
+            or (dot and not frac)
+            or not (digits.isdigit() and digits.isascii())
+            or "." in frac
         ):
             return "amount_malformed"
-        value = Decimal(text)
-        minor = value * (10 ** EXP[currency])
+        with localcontext() as ctx:
+            ctx.prec = 2 * AMOUNT_CHARS_MAX  # exact for any amount string we accept
+            try:
+                minor = Decimal(text).scaleb(EXP[currency])
+            except InvalidOperation:
+                return "amount_malformed"
         if minor != minor.to_integral_value():
             return "amount_too_precise"
         if minor <= 0:
             return "amount_must_be_positive"
+        if minor > AMOUNT_MINOR_MAX:
+            return "amount_too_large"
         return int(minor)
 
     def apply(self, c: dict[str, str]) -> str | None:
+        """The command's outcome (``accepted`` or a reason); None for an exact duplicate."""
         t = c["type"]
         key = c[all_command_types()[t].key_field]
         body = repr(sorted(c.items()))
-        if (key, c["command_id"]) in self.seen:
-            return (
-                None
-                if self.seen[(key, c["command_id"])] == body
-                else "exists_with_different_payload"
-            )
-        result = self._decide(t, c)
-        if result == "exists_with_different_payload":  # a payment order held for another payload
-            return result
-        self.seen[(key, c["command_id"])] = body
-        self.outcomes[c["command_id"]] = result
+        command_id = c["command_id"]
+        if not 0 < len(command_id) <= ID_CHARS_MAX:
+            result = "command_id_invalid"
+        elif not valid_id(key):
+            result = "account_id_invalid"
+        elif (key, command_id) in self.seen:
+            if self.seen[(key, command_id)] == body:
+                return None
+            result = "exists_with_different_payload"
+        else:
+            result = self._decide(t, c)
+        if result not in NOT_REMEMBERED:
+            self.seen[(key, command_id)] = body
+            self.outcomes[command_id] = result
         return result
 
     def _decide(self, t: str, c: dict[str, str]) -> str:
@@ -91,6 +136,8 @@ class Oracle:
                 return "account_exists"
             if c["currency"] not in EXP:
                 return "currency_not_supported"
+            if not valid_id(c["user"]):
+                return "user_id_invalid"
             if c["user"] in self.users:
                 return "user_has_account"
             self.users[c["user"]] = c["account"]
@@ -106,30 +153,12 @@ class Oracle:
                 return amt
             if t == "withdraw" and a.balance < amt:
                 return "insufficient_funds"
+            if t == "deposit" and a.balance + amt > BALANCE_MINOR_MAX:
+                return "balance_would_overflow"
             a.balance += amt if t == "deposit" else -amt
             return "accepted"
         if t == "transfer":
-            if a is None:
-                return "debit_account_not_found"
-            if c["from"] == c["to"]:
-                return "accounts_must_be_different"
-            if a.blocked:
-                return "debit_account_blocked"
-            amt = self.amount(c["amount"], a.currency)
-            if isinstance(amt, str):
-                return amt
-            if a.balance < amt:
-                return "insufficient_funds"
-            b = self.accounts.get(c["to"])
-            if b is None:
-                return "credit_account_not_found"
-            if b.blocked:
-                return "credit_account_blocked"
-            if b.currency != a.currency:
-                return "currency_mismatch"
-            a.balance -= amt
-            b.balance += amt
-            return "accepted"
+            return self._transfer(a, c)
         if t in ("block_account", "unblock_account"):
             if a is None:
                 return "account_not_found"
@@ -147,6 +176,10 @@ class Oracle:
                 return "account_not_found"
             if c["related"] == c["account"]:
                 return "accounts_must_be_different"
+            if not valid_id(c["related"]):
+                return "related_account_not_found"
+            if t == "relate_accounts" and not c["kind"].strip():
+                return "relation_kind_invalid"
             if c["related"] not in self.accounts:
                 return "related_account_not_found"
             return "accepted"
@@ -214,6 +247,35 @@ class Oracle:
 
     def _move(self, system_account: str, amount: int) -> None:
         self.system[system_account] = self.system.get(system_account, 0) + amount
+
+    def _transfer(self, a: Acct | None, c: dict[str, str]) -> str:
+        # The source decides first (it holds the money), then the destination takes it or
+        # turns it back; a turned-back transfer is rejected with the destination's reason.
+        if a is None:
+            return "debit_account_not_found"
+        if c["from"] == c["to"]:
+            return "accounts_must_be_different"
+        if a.blocked:
+            return "debit_account_blocked"
+        if not valid_id(c["to"]):
+            return "credit_account_not_found"
+        amt = self.amount(c["amount"], a.currency)
+        if isinstance(amt, str):
+            return amt
+        if a.balance < amt:
+            return "insufficient_funds"
+        b = self.accounts.get(c["to"])
+        if b is None:
+            return "credit_account_not_found"
+        if b.blocked:
+            return "credit_account_blocked"
+        if b.currency != a.currency:
+            return "currency_mismatch"
+        if b.balance + amt > BALANCE_MINOR_MAX:
+            return "balance_would_overflow"
+        a.balance -= amt
+        b.balance += amt
+        return "accepted"
 
     def balances(self) -> dict[str, dict[str, str]]:
         out = {}

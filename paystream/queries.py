@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from base.config import Settings, kafka_client_config
-from base.kafka import partition_count, reader, retrying, scan, watermarks
+from base.kafka import partition_count, position, reader, retrying, scan, watermarks
 from base.topics import TopicNames
 from schemas.codec import Codec
 from streams.ledger import model as m
@@ -25,7 +25,7 @@ from streams.partitioner import partition_for
 from streams.processor import LEDGER_GROUP
 from streams.records import decode_state, state_view
 
-# The detector's offsets (streams.detector.app.DETECTOR_GROUP; not imported: igraph is heavy).
+# The detector's offsets (streams.detector.app.DETECTOR_GROUP; not imported: it loads the detector).
 DETECTOR_GROUP = "paystream-detector"
 
 
@@ -58,10 +58,41 @@ def account(settings: Settings, account_id: str) -> dict[str, Any] | None:
     found: m.State | None = None
     for msg in scan(settings, topic, [partition_for(account_id, n)]):
         if (msg.key() or b"").decode() == account_id:
-            found = None if msg.value() is None else decode_state(msg.value())
+            value = msg.value()
+            found = None if value is None else decode_state(value)
     if isinstance(found, m.AccountState) and found.exists:
         return state_view(found)
     return None
+
+
+# ``paystream balance --json``: one shape whichever source answers; null where it cannot know.
+ACCOUNT_FIELDS = (
+    "account",
+    "user",
+    "currency",
+    "balance",
+    "held",  # the changelog knows it; the read side cannot (null)
+    "status",
+    "seq",
+    "related",  # the read side knows these two; the changelog does not keep them (null)
+    "blocked_reason",
+    "source",  # "readside" or "changelog"
+)
+
+
+def account_view(settings: Settings, account_id: str) -> dict[str, Any] | None:
+    """One account from the read side when it runs (and knows it), else from the changelog."""
+    from urllib.parse import quote
+
+    served = readside(f"/accounts/{quote(account_id, safe='')}")
+    if isinstance(served, dict) and served.get("account"):
+        view = {**served, "source": "readside"}
+    else:
+        found = account(settings, account_id)
+        if found is None:
+            return None
+        view = {**found, "source": "changelog"}
+    return {k: view.get(k) for k in ACCOUNT_FIELDS}
 
 
 def outcomes(settings: Settings, command_id: str) -> list[dict[str, Any]]:
@@ -113,7 +144,7 @@ def replay(settings: Settings, on_progress: Callable[[int], None] | None = None)
     started = time.perf_counter()
     decode = codec.decode
     for msg in scan(settings, TopicNames(settings.topic_prefix).ledger, on_progress=on_progress):
-        e = decode(msg.value())[1]
+        e = decode(msg.value() or b"")[1]
         eid = e["event_id"]
         if eid in seen:
             r.duplicates += 1
@@ -191,10 +222,11 @@ def _visible_between(
         deadline = time.monotonic() + 10
         while remaining and time.monotonic() < deadline:
             for msg in c.consume(100, timeout=0.5):
-                k = (msg.topic(), msg.partition())
+                topic, p, offset = position(msg)
+                k = (topic, p)
                 err = msg.error()
                 if err is None:
-                    if msg.offset() < ranges[k][1]:
+                    if offset < ranges[k][1]:
                         return True
                     remaining.discard(k)
                 elif err.code() == KafkaError._PARTITION_EOF:

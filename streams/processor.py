@@ -43,7 +43,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from base.config import Settings, kafka_client_config
-from base.kafka import watermarks
+from base.kafka import position, watermarks
 from base.topics import TopicNames
 from schemas.codec import Codec
 from schemas.errors import DecodeError
@@ -300,7 +300,8 @@ class Processor:
         firsts: dict[tuple[str, int], int] = {}
         for msg in msgs:
             if msg.error() is None:
-                firsts.setdefault((msg.topic(), msg.partition()), msg.offset())
+                topic, p, offset = position(msg)
+                firsts.setdefault((topic, p), offset)
         assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         for (topic, p), offset in firsts.items():
             if (topic, p) in assigned:
@@ -320,7 +321,8 @@ class Processor:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            topic, p, offset = position(msg)
+            offsets[(topic, p)] = offset + 1
             # 3. Decode, load state, decide, evolve, produce events; local steps at once.
             self._handle(msg, overlay)
         # 4. One changelog record per changed key.
@@ -366,20 +368,20 @@ class Processor:
         self.counters.records += len(msgs)
 
     def _handle(self, msg: Message, overlay: dict[int, dict[str, Any]]) -> None:
-        p = msg.partition()
+        topic, p, _ = position(msg)
         ts = max(msg.timestamp()[1], 0) * 1000  # ms -> µs; the command's time in the log
         try:
             schema, record = self.codec.decode(msg.value() or b"")
-            message = self.agent.decode(self._topic_key[msg.topic()], schema, record, ts)
+            message = self.agent.decode(self._topic_key[topic], schema, record, ts)
         except (DecodeError, BadInput, KeyError, ValueError, TypeError) as exc:
             code = getattr(exc, "code", type(exc).__name__)
-            self._dead_letter(msg, f"undecodable {msg.topic()} record: {exc}", str(code))
+            self._dead_letter(msg, f"undecodable {topic} record: {exc}", str(code))
             return
         key = message.key
         owner = partition_for(key, self._partitions)
         if owner != p:
             # Produced with another partitioner: send it to the partition that owns the key.
-            self._send(msg.topic(), msg.value(), key, owner, timestamp=msg.timestamp()[1])
+            self._send(topic, msg.value(), key, owner, timestamp=msg.timestamp()[1])
             self.counters.forwarded += 1
             return
         self._apply(message, p, overlay, ts // 1000)
@@ -498,7 +500,7 @@ def _exit_now(reason: str) -> None:
 def _changelog_delivered(offsets: dict[int, int], p: int) -> Callable[[Any, Message], None]:
     def cb(err: Any, msg: Message) -> None:
         if err is None:
-            offsets[p] = max(offsets.get(p, 0), msg.offset() + 1)
+            offsets[p] = max(offsets.get(p, 0), position(msg)[2] + 1)
 
     return cb
 

@@ -473,8 +473,11 @@ def command_record(cmd: m.Command) -> tuple[str, dict[str, Any]]:
                 "amount": cmd.amount,
             }
         case m.Deposit() | m.Withdraw():
-            rec = {"command_id": cmd.command_id, "account": cmd.account, "amount": cmd.amount}
-            return type(cmd).__name__, rec
+            return type(cmd).__name__, {
+                "command_id": cmd.command_id,
+                "account": cmd.account,
+                "amount": cmd.amount,
+            }
         case m.OpenAccount():
             return "OpenAccount", {
                 "command_id": cmd.command_id,
@@ -483,8 +486,11 @@ def command_record(cmd: m.Command) -> tuple[str, dict[str, Any]]:
                 "currency": cmd.currency,
             }
         case m.BlockAccount() | m.UnblockAccount():
-            rec = {"command_id": cmd.command_id, "account": cmd.account, "reason": cmd.reason}
-            return type(cmd).__name__, rec
+            return type(cmd).__name__, {
+                "command_id": cmd.command_id,
+                "account": cmd.account,
+                "reason": cmd.reason,
+            }
         case m.RelateAccounts():
             return "RelateAccounts", {
                 "command_id": cmd.command_id,

@@ -14,11 +14,12 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
+from base.kafka import position as record_position
 from base.kafka import watermarks
 from streams.errors import FatalProcessorError
 
@@ -109,7 +110,7 @@ class PartitionStore(Generic[S]):
     def items(self) -> Iterator[tuple[str, S]]:
         for k, v in self._db.items():
             if k != _CHECKPOINT:
-                yield k.decode(), self._decode(v)
+                yield cast(bytes, k).decode(), self._decode(cast(bytes, v))
 
     def close(self) -> None:
         self._db.close()
@@ -154,18 +155,18 @@ def restore(
                 raise FatalProcessorError(f"restore of {topic} stuck at {stuck}")
             batches: dict[int, list[tuple[bytes, bytes | None]]] = {}
             for msg in consumer.consume(batch_records_max, timeout=0.2):
-                p = msg.partition()
+                _, p, offset = record_position(msg)
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         # read_committed EOF is the last stable offset: past every marker.
-                        position[p] = max(position[p], msg.offset())
+                        position[p] = max(position[p], offset)
                         continue
                     raise FatalProcessorError(f"restore of {topic}/{p}: {err}")
                 key = msg.key()
                 if key is not None:
                     batches.setdefault(p, []).append((key, msg.value()))
-                position[p] = msg.offset() + 1
+                position[p] = offset + 1
             for p, batch in batches.items():
                 stores[p].apply_raw(batch, position[p])
                 applied += len(batch)

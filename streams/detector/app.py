@@ -491,8 +491,8 @@ def run_detector(
     limits: DetectorLimits | None = None,
 ) -> None:
     """Run the detector until ``stop`` is set (or SIGTERM/SIGINT when called from the main
-    thread without a ``stop``). Raises on unrecoverable Kafka errors: the supervisor restarts
-    the process, which resumes from the committed offsets."""
+    thread without a ``stop``). Raises on unrecoverable Kafka errors: ``paystream detector``
+    restarts the process in place, and it resumes from the committed offsets."""
     own = stop is None
     stop = stop or threading.Event()
     if own and threading.current_thread() is threading.main_thread():

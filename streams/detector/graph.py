@@ -25,18 +25,16 @@ Data structures and costs (V accounts, E edges in the window, d = degree):
   ``_e_prev``; edge data in per-slot lists (slot = arrival number). Dicts of ints are
   invisible to the cyclic GC (lists or tuples as values cost seconds per full collection at
   1M edges), and neighbour sets can be intersected in C.
-* The store of record is an ``igraph.Graph(directed=True)`` with one vertex per account and the
-  edges with their attributes (transfer_id, command_id, amount, currency, ts).
-  ``Graph.add_edges`` and ``delete_edges`` rebuild igraph's indexes, O(V+E) per call whatever
-  the batch size (measured: ~190 ms per call on a 1M-edge graph, even for one edge), and
-  reading an attribute of one edge costs ~2 µs, so igraph cannot be the hot path: it is
-  synchronised in batches, every ``max(compact_min_edges, live/2)`` new edges (amortised O(1),
-  ~1-3 µs per edge at 1M), and ``graph()`` syncs and returns it. The search reads the dicts.
+* No graph library: the dicts above are the whole store. (An igraph copy of the window used to
+  be kept in sync for analysis, but nothing read it: ``Graph.add_edges``/``delete_edges``
+  rebuild igraph's indexes, O(V+E) per call, ~1.5 s per batch at 1M edges, and reading one
+  edge attribute costs ~2 µs, too slow for the search. igraph is not used anywhere now.)
 * Expiry: the watermark is the largest ts seen; edges older than ``watermark - window`` can no
   longer be on a chain (for a stream in ts order). Edges are kept in arrival order, so the
   expired ones are a prefix: a head pointer advances (amortised O(1)) and the prefix is
-  removed at the next sync from the slot lists, the pair dicts and igraph. Between syncs the
-  search skips expired edges by ts. Memory is O(V + E_window).
+  compacted away (slot lists, pair dicts) once it is at least ``max(compact_min_edges,
+  live/2)`` edges, amortised O(1) per edge. Until then the search skips expired edges by ts.
+  Memory is O(V + E_window).
 * Relations: adjacency dict plus a component label per related account. ``relate`` merges the
   smaller component into the larger (O(smaller)); ``unrelate`` runs two interleaved BFS from the
   edge's ends over the relation adjacency, so a split costs O(smaller side) and a non-split at
@@ -73,8 +71,6 @@ from itertools import compress
 from operator import not_
 from typing import Any, Final
 
-import igraph  # type: ignore[import-untyped]
-
 log = logging.getLogger(__name__)
 
 DIRECT: Final = "related_direct"
@@ -89,7 +85,7 @@ DEFAULT_MAX_HOPS: Final = 4
 WINDOW_US_MIN: Final = 1_000_000  # 1 s
 WINDOW_US_MAX: Final = 90 * 86_400 * 1_000_000  # 90 days
 DEFAULT_WINDOW_US: Final = 7 * 86_400 * 1_000_000  # 7 days
-# New edges between two syncs of the igraph store, at least (the actual batch grows with E).
+# Expired edges compacted away at once, at least (the actual batch grows with E).
 COMPACT_MIN_EDGES: Final = 65_536
 
 _NEG: Final = -(1 << 62)
@@ -658,11 +654,7 @@ class RelatedTransferDetector:
         self._comp: dict[int, int] = {}
         self._members: dict[int, set[int]] = {}
         self._next_comp = 0
-        # The igraph store: edges with slot in [_g_base, _g_end) are in it, in slot order.
-        self._g = igraph.Graph(directed=True)
-        self._g_base = 0
-        self._g_end = 0
-        self.syncs = 0
+        self.compactions = 0
         self.late_ignored = 0
 
     # -- public state ---------------------------------------------------------------------------
@@ -673,6 +665,12 @@ class RelatedTransferDetector:
         return self._next - self._head
 
     @property
+    def stored_edges(self) -> int:
+        """Edges in memory: the window, plus an expired prefix not compacted yet (fewer than
+        ``max(compact_min_edges, edges // 2)`` after every transfer or ``expire``)."""
+        return len(self._e_ts)
+
+    @property
     def accounts(self) -> int:
         return len(self._names)
 
@@ -681,14 +679,8 @@ class RelatedTransferDetector:
         """Largest event ts seen (µs); edges older than ``watermark - window`` are expired."""
         return self._watermark
 
-    def graph(self) -> igraph.Graph:
-        """The igraph store, synchronised now: vertex ``name``; edge ``transfer_id``,
-        ``command_id``, ``amount``, ``currency``, ``ts``; only edges in the window."""
-        self._sync()
-        return self._g
-
     def memory_bytes(self) -> int:
-        """Approximate bytes held (containers, ints and strings; igraph's C side estimated).
+        """Approximate bytes held (containers, ints and strings).
 
         O(V + E): for monitoring, not for the hot path.
         """
@@ -715,9 +707,7 @@ class RelatedTransferDetector:
             total += 64 + size(self._e_tid[i]) + size(self._e_cmd[i]) + size(self._e_amount[i])
         for nbrs in self._rel.values():
             total += size(nbrs)
-        # igraph: from/to and two index vectors per edge, 5 attribute pointers, 2 per vertex.
-        g_edges, g_vertices = int(self._g.ecount()), int(self._g.vcount())
-        return total + g_edges * (4 * 8 + 5 * 8) + g_vertices * (2 * 8 + 8)
+        return total
 
     def _edge_arrays(self) -> tuple[list[Any], ...]:
         return (
@@ -845,7 +835,7 @@ class RelatedTransferDetector:
     def expire(self, now_ts: int) -> None:
         """Advance the watermark to ``now_ts`` (µs) and drop what left the window."""
         self._advance(now_ts)
-        self._maybe_sync()
+        self._maybe_compact()
 
     def _add(self, t: TransferEdge, detect: bool) -> list[Alert]:
         if t.transfer_id in self._by_tid:
@@ -862,7 +852,7 @@ class RelatedTransferDetector:
             return []  # a self-transfer is on no chain and relates nothing
         alerts = self._detect(t, x, w) if detect else []
         self._insert(t, x, w)
-        self._maybe_sync()
+        self._maybe_compact()
         return alerts
 
     def _detect(self, t: TransferEdge, x: int, w: int) -> list[Alert]:
@@ -1138,52 +1128,30 @@ class RelatedTransferDetector:
             head += 1
         self._head = head
 
-    def _maybe_sync(self) -> None:
-        pending = self._next - self._g_end
-        if pending >= max(self._compact_min, (self._next - self._head) // 2):
-            self._sync()
+    def _maybe_compact(self) -> None:
+        expired = self._head - self._base
+        if expired >= max(self._compact_min, (self._next - self._head) // 2):
+            self._compact()
 
-    def _sync(self) -> None:
-        """Drop the expired prefix everywhere and bring the igraph store up to date."""
+    def _compact(self) -> None:
+        """Drop the expired prefix from the slot lists and the pair dicts."""
         cut = self._head - self._base
-        if cut:
-            out, inn, new_base = self._out, self._in, self._head
-            for a, b in zip(self._e_src[:cut], self._e_dst[:cut], strict=True):
-                latest = out[a].get(b)
-                if latest is not None and latest < new_base:
-                    del out[a][b], inn[b][a]  # the pair's newest edge is gone, so all are
-            # Links to older edges now point below the base, which ends every walk.
-            by_tid = self._by_tid
-            for tid in self._e_tid[:cut]:
-                del by_tid[tid]
-            for arr in self._edge_arrays():
-                del arr[:cut]
-        new_base = self._head
-        g = self._g
-        gone = min(new_base, self._g_end) - self._g_base
-        if gone > 0:
-            g.delete_edges(range(gone))  # igraph keeps the survivors' order: ids stay slot order
-        if g.vcount() < len(self._names):
-            g.add_vertices(
-                len(self._names) - g.vcount(), attributes={"name": self._names[g.vcount() :]}
-            )
-        start = max(self._g_end, new_base) - new_base
-        if start < len(self._e_ts):
-            sl = slice(start, None)
-            g.add_edges(
-                list(zip(self._e_src[sl], self._e_dst[sl], strict=True)),
-                attributes={
-                    "transfer_id": self._e_tid[sl],
-                    "command_id": self._e_cmd[sl],
-                    "amount": self._e_amount[sl],
-                    "currency": self._e_cur[sl],
-                    "ts": self._e_ts[sl],
-                },
-            )
-        self._base = self._g_base = new_base
-        self._g_end = self._next
-        self.syncs += 1
-        log.debug("synced: %d edges in the window, %d accounts", self.edges, self.accounts)
+        if not cut:
+            return
+        out, inn, new_base = self._out, self._in, self._head
+        for a, b in zip(self._e_src[:cut], self._e_dst[:cut], strict=True):
+            latest = out[a].get(b)
+            if latest is not None and latest < new_base:
+                del out[a][b], inn[b][a]  # the pair's newest edge is gone, so all are
+        # Links to older edges now point below the base, which ends every walk.
+        by_tid = self._by_tid
+        for tid in self._e_tid[:cut]:
+            del by_tid[tid]
+        for arr in self._edge_arrays():
+            del arr[:cut]
+        self._base = new_base
+        self.compactions += 1
+        log.debug("compacted: %d edges in the window, %d accounts", self.edges, self.accounts)
 
     def live_transfer_ids(self) -> Iterator[str]:
         """Transfer ids in the window, in arrival order (for checks)."""

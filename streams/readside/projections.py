@@ -175,8 +175,16 @@ def account_summary(view: View) -> dict[str, Any]:
 
 
 def account_detail(view: View) -> dict[str, Any]:
+    """``GET /accounts/{id}``: the summary, relations and block reason, and ``held: None``.
+
+    The held (in-flight) amount is unknown here: a hold is released by the transfer's
+    lifecycle events, which are keyed by transfer id and live in other partitions than the
+    account's view. The key is there (null) so that every source of ``paystream balance``
+    gives the same shape.
+    """
     return {
         **account_summary(view),
+        "held": None,
         "related": view["related"],
         "blocked_reason": view["blocked_reason"],
     }

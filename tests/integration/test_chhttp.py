@@ -23,7 +23,14 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from connectors.chhttp import ChdbExecutor, QueryError, Server, serve
+from connectors.chhttp import (
+    ANALYST_SETTINGS,
+    ChdbExecutor,
+    QueryError,
+    Server,
+    analyst_settings,
+    serve,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -386,3 +393,77 @@ def test_read_write_mode(executor: ChdbExecutor) -> None:
         status, headers, _ = http(rw, "DROP TABLE rw_t")
         assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "164")
         assert http(rw, body=b"DROP TABLE rw_t")[0] == 200
+
+
+# --- analysts run with readonly = 1, applied last -------------------------------------------------
+
+PASSWD = "SELECT count() FROM file('/etc/passwd', 'LineAsString')"
+
+
+def test_the_engine_path_refuses_files_and_the_network_without_the_gate(
+    executor: ChdbExecutor,
+) -> None:
+    """Straight to the engine, as if the gate had been fooled: readonly = 1 stops it."""
+    # What readonly = 2 (the old setting) let through: the engine reads the file.
+    assert int(executor.execute(PASSWD, settings={"readonly": "2"})) > 0
+    analyst = analyst_settings({}, 300.0)
+    assert list(analyst)[-1] == "readonly" and analyst["readonly"] == "1"
+    for sql in (
+        PASSWD,
+        "SELECT * FROM url('http://127.0.0.1:1/', 'CSV', 'a String')",
+        "SELECT * FROM s3('http://127.0.0.1:1/bucket/k.csv', 'CSV', 'a String')",
+        "SELECT * FROM (SELECT * FROM file('/etc/passwd', 'LineAsString'))",
+        PASSWD + " SETTINGS readonly = 2",  # the statement's own setting comes first: refused
+        PASSWD + " SETTINGS readonly = 0",
+        "INSERT INTO stream_entries VALUES (1, 1)",
+    ):
+        with pytest.raises(QueryError) as err:
+            executor.run(sql, settings=analyst)
+        assert err.value.code == 164, (sql, err.value)
+    # Reads, and the harmless table functions, still work; the client's settings apply.
+    assert executor.execute("SELECT count() FROM numbers(10)", settings=analyst) == b"10\n"
+    assert executor.execute("SELECT getSetting('readonly')", settings=analyst) == b"1\n"
+    with_threads = analyst_settings({"max_threads": "1"}, 300.0)
+    assert executor.execute("SELECT getSetting('max_threads')", settings=with_threads) == b"1\n"
+    assert executor.execute("SELECT {n:UInt8}", settings=analyst, params={"n": "7"}) == b"7\n"
+
+
+def test_client_settings_are_an_allow_list(server: Server) -> None:
+    status, headers, body = http(server, "SELECT 1", allow_ddl="1")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "164"), body
+    assert b"Cannot modify 'allow_ddl' setting in readonly mode" in body
+    status, headers, body = http(server, "SELECT 1 SETTINGS allow_ddl = 1")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "164"), body
+    # ?readonly=0 lifts nothing; the timeout is capped at the server's.
+    assert http(server, "SELECT getSetting('readonly')", readonly="0")[2] == b"1\n"
+    assert http(server, "SELECT getSetting('max_execution_time')", max_execution_time="0")[2] == (
+        b"300\n"
+    )
+    assert http(server, "SELECT getSetting('max_execution_time')", max_execution_time="5")[2] == (
+        b"5\n"
+    )
+    assert http(server, "SELECT 1 SETTINGS max_threads = 1")[2] == b"1\n"
+    assert (
+        http(server, "SELECT 1 SETTINGS max_threads = 1", default_format="JSONEachRow")[2]
+        == b'{"1":1}\n'
+    )
+
+
+def test_clickhouse_connect_sees_which_settings_it_may_change(server: Server) -> None:
+    from clickhouse_connect.driver.exceptions import ProgrammingError
+
+    client = clickhouse_connect.get_client(host="127.0.0.1", port=server.port)
+    try:
+        changeable = {k for k, v in client.server_settings.items() if not v.readonly}
+        assert set(ANALYST_SETTINGS) & set(client.server_settings) <= changeable
+        assert {"max_threads", "date_time_input_format"} <= changeable
+        assert not {"allow_ddl", "readonly", "max_memory_usage"} & changeable
+        assert client.command("SELECT getSetting('readonly')") == 1
+        # The client refuses a setting it may not change, before sending it.
+        with pytest.raises(ProgrammingError, match="max_memory_usage is readonly"):
+            client.command("SELECT 1", settings={"max_memory_usage": 1_000_000})
+        assert client.query(
+            "SELECT toDateTime('2024-01-02 03:04:05', 'UTC') AS t", settings={"max_threads": 1}
+        ).result_rows == [(dt.datetime(2024, 1, 2, 3, 4, 5),)]
+    finally:
+        client.close()

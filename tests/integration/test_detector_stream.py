@@ -29,15 +29,16 @@ import pytest
 from confluent_kafka import Producer
 
 from base.config import Settings
-from base.kafka import scan
+from base.kafka import reader, scan
 from base.topics import TopicNames
+from paystream.demo import _print as print_summary
 from paystream.demo import expected_alerts as workload_alerts
 from paystream.stack import detector_spec
 from paystream.workload import Workload
 from schemas import now_micros
 from schemas.codec import Codec
 from streams.detector import bruteforce
-from streams.detector.app import DetectorLimits, _Lock, read_alerts, run_detector
+from streams.detector.app import DETECTOR_GROUP, DetectorLimits, _Lock, read_alerts, run_detector
 from streams.detector.bruteforce import Event, Relate, Unrelate
 from streams.detector.graph import CYCLE, DIRECT, INDIRECT, RelatedTransferDetector, TransferEdge
 from tests.stack import LedgerStack, cli, env_for
@@ -271,6 +272,52 @@ def _spawn(settings: Settings, log_path: Path, window_s: int) -> subprocess.Pope
         )
 
 
+def _posted_offsets(settings: Settings) -> dict[str, tuple[int, int]]:
+    """transfer id -> (partition, offset) of its ``posted`` event on the transfers topic."""
+    codec = Codec.default()
+    out = {}
+    for msg in scan(settings, TopicNames(settings.topic_prefix).transfers, timeout_s=60):
+        record = codec.decode(msg.value())[1]
+        if record["status"] == "posted":
+            out[record["transfer_id"]] = (msg.partition(), msg.offset())
+    return out
+
+
+def _committed(settings: Settings) -> dict[int, int]:
+    """The detector group's committed offsets on the transfers topic, by partition."""
+    from confluent_kafka import TopicPartition
+
+    topic = TopicNames(settings.topic_prefix).transfers
+    c = reader(settings, **{"group.id": settings.topic_prefix + DETECTOR_GROUP})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return {tp.partition: tp.offset for tp in c.committed(tps, timeout=30)}
+    finally:
+        c.close()
+
+
+def _kill_after_an_alert_of(
+    settings: Settings, proc: subprocess.Popen[bytes], chunk: Sequence[Event]
+) -> set[str]:
+    """kill -9 the detector as soon as an alert closed by a transfer of ``chunk`` is on the
+    topic; returns the ids of such alerts whose input was not committed at the kill (they
+    must be processed, and produced, again): the kill hit the detector mid-stream."""
+    closing = {e.transfer_id for e in chunk if isinstance(e, TransferEdge)}
+    deadline = time.monotonic() + 30
+    seen: list[dict[str, Any]] = []
+    while not seen and time.monotonic() < deadline:
+        seen = [a for a in read_alerts(settings) if a["transfer_ids"][-1] in closing]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    committed, offsets = _committed(settings), _posted_offsets(settings)
+    seen = [a for a in read_alerts(settings) if a["transfer_ids"][-1] in closing]
+    return {
+        a["alert_id"]
+        for a in seen
+        if offsets[a["transfer_ids"][-1]][1] >= committed[offsets[a["transfer_ids"][-1]][0]]
+    }
+
+
 def test_kill_mid_stream_and_restart_loses_and_changes_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -280,20 +327,25 @@ def test_kill_mid_stream_and_restart_loses_and_changes_nothing(
     want = expected_alerts(events, 4, window_s)
     assert len(want) > 50 and {a["kind"] for a in want} == {DIRECT, INDIRECT, CYCLE}
     third = len(events) // 3
-    phases = [events[:third], events[third : 2 * third], events[2 * third :]]
+    first, rest = events[:third], events[2 * third :]
+    # The middle third in chunks: one kill per chunk until a kill hits mid-stream.
+    step = max(1, third // 5)
+    chunks = [events[i : min(i + step, 2 * third)] for i in range(third, 2 * third, step)]
     log_path = tmp_path / "detector.log"
 
-    produce(settings, phases[0])
+    produce(settings, first)
     proc = _spawn(settings, log_path, window_s)
+    in_flight: set[str] = set()
     try:
-        first = [a for a in want if a["ts"] <= phases[0][-1].ts]
-        assert len(wait_for_alerts(settings, len(first) // 2, 60)) >= len(first) // 2
-        produce(settings, phases[1])
-        time.sleep(0.4)  # mid-stream: some of phase 2 processed, not all committed
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        produce(settings, phases[2])
-        proc = _spawn(settings, log_path, window_s)
+        before = [a for a in want if a["ts"] <= first[-1].ts]
+        assert len(wait_for_alerts(settings, len(before) // 2, 60)) >= len(before) // 2
+        for chunk in chunks:
+            produce(settings, chunk)
+            if not in_flight:
+                in_flight = _kill_after_an_alert_of(settings, proc, chunk)
+                proc = _spawn(settings, log_path, window_s)
+        assert in_flight, "no kill came between an alert and the commit of its input"
+        produce(settings, rest)
         got = wait_for_alerts(settings, len(want), 60)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -323,6 +375,8 @@ def test_kill_mid_stream_and_restart_loses_and_changes_nothing(
     assert all(len(ids) == 1 for ids in per_closing.values())
     assert sorted(got, key=_key) == sorted(want, key=_key)
     records = sum(len(recs) for recs in by_id.values())
+    # The alerts whose input the kill left uncommitted were produced again, as the same record.
+    assert all(len(by_id[i]) >= 2 for i in in_flight), {i: len(by_id[i]) for i in in_flight}
     print(f"{len(want)} alerts expected and found; {records} records on the topic (replays)")
 
 
@@ -337,7 +391,7 @@ def test_a_second_detector_on_the_same_home_is_refused(tmp_path: Path) -> None:
 
 
 def test_demo_workload_alerts_through_the_cli_equal_the_brute_force(
-    settings: Settings, free_port_base: Callable[[int], int]
+    settings: Settings, free_port_base: Callable[[int], int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Random traffic with planted related-party chains (2..4 hops), cycles and relation
     changes through the ledger: ``paystream alerts --json`` is exactly the brute force's set.
@@ -392,3 +446,14 @@ def test_demo_workload_alerts_through_the_cli_equal_the_brute_force(
     assert alerts["count"] == len(want) and alerts["planted_as_expected"] == len(work.planted)
     assert summary["verified"] and summary["matches_sequential_model"]
     assert summary["warehouse"] == {"available": False, "error": summary["warehouse"]["error"]}
+    # The same summary as `paystream demo` prints it without --json (its other output path).
+    print_summary(summary)
+    text = capsys.readouterr().out
+    for row, value in (
+        ("balances = sequential model", "yes"),
+        ("alerts = brute-force oracle", "yes"),
+        ("warehouse", "not running"),
+        ("planted patterns as expected", f"{len(work.planted)}/{len(work.planted)}"),
+    ):
+        line = next((x for x in text.splitlines() if row in x), "")
+        assert value in line, text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from decimal import Decimal
@@ -48,14 +49,17 @@ def test_sink_survives_kill_9_mid_batch_and_views_match_the_write_side(stack: Le
             oracle.apply(c)
         assert stack.send(commands) == 0
         if name == "transfers":
-            time.sleep(1.0)  # the sink is mid-batch with thousands of postings in flight
-            stack.sup.kill("warehouse")
-            stack.start_warehouse(stack.warehouse_port)
+            evidence = kill_mid_batch(stack)
             client = stack.warehouse()
         stack.wait(timeout_s=240)
     stop.set()
     reader.join()
     assert len(seen_counts) > 5 and seen_counts == sorted(seen_counts)
+    # What the kill hit: a batch being inserted, consumed again from its first offsets.
+    inflight, resumed = evidence
+    print("in flight at the kill:", inflight, "resumed:", resumed)
+    assert inflight and set(inflight) <= set(resumed), (inflight, resumed)
+    assert {k: resumed[k] for k in inflight} == {k: a for k, (a, _) in inflight.items()}
 
     replay = queries.replay(stack.settings)
     rows, distinct = client.query(
@@ -97,6 +101,46 @@ def test_sink_survives_kill_9_mid_batch_and_views_match_the_write_side(stack: Le
         cli(stack.settings, "trace", "wh-0", "--json", port=stack.warehouse_port).stdout
     )
     assert trace["out"], "wh-0 sent money in the transfer phase"
+
+
+RANGE = re.compile(r"([^,\s]+)/(\d+)@(\d+)-(\d+)")
+INFLIGHT = re.compile(r"stopped with a batch in flight \((\d+) rows, offsets (\S+)\)")
+RESUMED = re.compile(r"resumed (\S+)/(\d+) at offset (\d+)")
+
+
+def kill_mid_batch(
+    stack: LedgerStack, attempts: int = 5
+) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], int]]:
+    """kill -9 the warehouse while a batch is being inserted, and start it again.
+
+    The sink notes the batch it is inserting until its offsets are committed; the kill comes
+    as soon as that note appears. The proof is what the restarted sink says: the batch the
+    last run left in flight (its offset ranges) and where it resumed each partition. Returns
+    ({(topic, partition): (first, last)} of the batch in flight, {(topic, partition): resumed}).
+    """
+    log = stack.sup.log_path("warehouse")
+    prefix = stack.settings.topic_prefix.rstrip(".")
+    note = stack.settings.home / f"warehouse-inflight-{prefix}.json"
+    for _ in range(attempts):
+        deadline = time.monotonic() + 30
+        while not note.exists() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        size = log.stat().st_size
+        stack.sup.kill("warehouse")
+        stack.start_warehouse(stack.warehouse_port)
+        deadline = time.monotonic() + 60
+        written = ""
+        while "resumed " not in written and time.monotonic() < deadline:
+            time.sleep(0.2)
+            written = log.read_text()[size:]
+        found = INFLIGHT.search(written)
+        if found is None:
+            continue  # the commit won the race: try again
+        inflight = {(t, int(p)): (int(a), int(b)) for t, p, a, b in RANGE.findall(found.group(2))}
+        time.sleep(2.0)  # every partition of the batch resumed by now
+        resumed = {(t, int(p)): int(o) for t, p, o in RESUMED.findall(log.read_text()[size:])}
+        return inflight, resumed
+    raise AssertionError(f"no kill hit a batch in flight in {attempts} attempts:\n{stack.logs()}")
 
 
 def test_a_poison_record_goes_to_dead_letters_and_its_neighbours_land(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -278,3 +278,96 @@ def test_errors_without_a_code() -> None:
     assert "something odd" in err.message
     assert QueryError(62, "Syntax error").http_status == 400
     assert QueryError(164, "no").http_status == 500
+
+
+# --- the analyst policy: readonly = 1 last, an allow-list of settings ----------------------------
+
+
+def test_analyst_settings_put_readonly_last_and_refuse_the_rest() -> None:
+    from connectors.chhttp.policy import analyst_settings
+
+    got = analyst_settings({"max_threads": "1", "output_format_json_quote_decimals": "1"}, 300)
+    assert list(got.items()) == [
+        ("max_threads", "1"),
+        ("output_format_json_quote_decimals", "1"),
+        ("max_execution_time", "300"),
+        ("readonly", "1"),
+    ]
+    assert analyst_settings({"max_execution_time": "5"}, 300)["max_execution_time"] == "5"
+    for asked in ("0", "301", "x"):  # no limit, above the cap, nonsense: the cap
+        assert analyst_settings({"max_execution_time": asked}, 300)["max_execution_time"] == "300"
+    assert analyst_settings({}, None) == {"readonly": "1"}
+    for name in ("readonly", "allow_ddl", "max_memory_usage", "allow_introspection_functions"):
+        with pytest.raises(QueryError) as err:
+            analyst_settings({name: "1"}, 300)
+        assert err.value.code == 164 and f"'{name}'" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 SETTINGS max_threads = 1",
+        "SELECT 1 SETTINGS max_threads = 1, max_block_size = 100 FORMAT JSON",
+        "SELECT 1 FORMAT JSON SETTINGS `max_threads` = 1",
+        "SHOW SETTINGS LIKE 'max%'",
+        "SELECT 'SETTINGS readonly = 0'",
+        "SELECT t.settings FROM t",
+    ],
+)
+def test_statement_settings_within_the_allow_list(sql: str) -> None:
+    from connectors.chhttp.policy import check_statement_settings
+
+    check_statement_settings(sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 SETTINGS readonly = 0",
+        "SELECT 1 SETTINGS max_threads = 1, allow_ddl = 1",
+        "SELECT 1 SETTINGS max_threads = (1), readonly = 2",
+        "SELECT * FROM (SELECT 1 SETTINGS readonly = 0)",
+        "SELECT 1 SETTINGS max_threads = 1 UNION ALL SELECT 2 SETTINGS readonly = 0",
+        'SELECT 1 SETTINGS "readonly" = 0',
+    ],
+)
+def test_statement_settings_outside_the_allow_list_are_refused(sql: str) -> None:
+    from connectors.chhttp.policy import check_statement_settings
+
+    with pytest.raises(QueryError) as err:
+        check_statement_settings(sql)
+    assert err.value.code == 164
+
+
+def test_system_settings_shows_the_changeable_ones() -> None:
+    from connectors.chhttp.policy import show_changeable_settings
+
+    probe = "SELECT name, value, readonly FROM system.settings LIMIT 10000"
+    got = show_changeable_settings(probe)
+    assert got.startswith("SELECT name, value, readonly FROM (SELECT * REPLACE (if(name IN (")
+    assert "'max_threads'" in got and got.endswith(" FROM system.settings) LIMIT 10000")
+    assert classify(got).allowed
+    joined = show_changeable_settings("SELECT 1 FROM t JOIN `system`.`settings` AS s ON 1")
+    assert "AS s ON 1" in joined and "REPLACE" in joined
+    for unchanged in (
+        "SELECT 'FROM system.settings'",
+        "DESCRIBE TABLE system.settings",
+        "SELECT * FROM system.settings_profiles",
+        "SELECT * FROM my.system.settings",
+    ):
+        assert show_changeable_settings(unchanged) == unchanged
+
+
+def test_the_request_settings_join_the_statement_own_clause() -> None:
+    ours = {"max_execution_time": "300", "readonly": "1"}
+    tail = "max_execution_time = '300', readonly = '1'"
+    assert prepare("SELECT 1 SETTINGS max_threads = 1", ours).sql == (
+        f"SELECT 1 SETTINGS max_threads = 1, {tail}"
+    )
+    assert prepare("SELECT 1 SETTINGS max_threads = -1, x = 'a' FORMAT CSV", ours).sql == (
+        f"SELECT 1 SETTINGS max_threads = -1, x = 'a' , {tail}"
+    )
+    # Not the statement's last clause: a clause of its own (readonly still last in it).
+    assert prepare("SELECT 1 SETTINGS max_threads = 1 UNION ALL SELECT 2", ours).sql.endswith(
+        f"\nSETTINGS {tail}"
+    )

@@ -14,6 +14,7 @@ import pytest
 from ops.procs import Supervisor
 
 SLEEP = ["sleep", "30"]
+NO_RESTARTS = {"restarts": 0, "last_restart": None}
 
 
 @pytest.fixture
@@ -38,7 +39,9 @@ def test_start_alive_list_stop(sup: Supervisor, tmp_path: Path) -> None:
     assert sup.pid("sleeper") == pid
     # Starting a live name is a no-op.
     assert sup.start("sleeper", "worker", SLEEP) == pid
-    assert sup.list() == [{"name": "sleeper", "role": "worker", "pid": pid, "alive": True}]
+    assert sup.list() == [
+        {**NO_RESTARTS, "name": "sleeper", "role": "worker", "pid": pid, "alive": True}
+    ]
     rec = json.loads((tmp_path / "run" / "sleeper.json").read_text())
     assert rec["argv"] == SLEEP
     assert {"name", "role", "pid", "argv", "create_time", "started_at"} <= rec.keys()
@@ -58,7 +61,9 @@ def test_output_goes_to_log_and_exit_is_seen(sup: Supervisor) -> None:
     assert "to-stdout" in log and "to-stderr" in log
     rec = sup.record("talker")
     assert rec is not None
-    assert sup.list() == [{"name": "talker", "role": "worker", "pid": rec.pid, "alive": False}]
+    assert sup.list() == [
+        {**NO_RESTARTS, "name": "talker", "role": "worker", "pid": rec.pid, "alive": False}
+    ]
 
 
 def test_kill_keeps_record_and_start_restarts(sup: Supervisor) -> None:
@@ -105,7 +110,7 @@ def test_pid_reuse_is_not_ours(sup: Supervisor, tmp_path: Path) -> None:
         )
         assert not sup.alive("ghost")
         assert sup.list() == [
-            {"name": "ghost", "role": "worker", "pid": stranger.pid, "alive": False}
+            {**NO_RESTARTS, "name": "ghost", "role": "worker", "pid": stranger.pid, "alive": False}
         ]
         assert not sup.kill("ghost", signal.SIGKILL)
         assert not sup.stop("ghost", timeout_s=1)
@@ -136,3 +141,35 @@ def test_names_are_checked(sup: Supervisor) -> None:
         sup.start("../evil", "worker", SLEEP)
     with pytest.raises(ValueError):
         sup.start("ok", "worker", [])
+
+
+def test_restarts_in_place_are_counted(sup: Supervisor) -> None:
+    """A process notes its restarts (``note_restart``, as ``restart_in_place`` does) and
+    ``list`` shows them; a new start of the name begins from zero."""
+    code = (
+        "import time; from ops.procs import note_restart;"
+        "note_restart('first', 1_700_000_000.0); note_restart('second: boom', 1_700_000_060.0);"
+        "time.sleep(30)"
+    )
+    argv = [sys.executable, "-c", code]
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    sup.start("restarter", "worker", argv, env=env)
+    assert _eventually(lambda: sup.list()[0]["restarts"] == 2)
+    [p] = sup.list()
+    assert p["alive"] and p["last_restart"] == {
+        "at": "2023-11-14T22:14:20Z",
+        "reason": "second: boom",
+        "gave_up": False,
+    }
+    sup.kill("restarter")
+    sup.start("restarter", "worker", SLEEP)
+    assert sup.list()[0]["restarts"] == 0 and sup.list()[0]["last_restart"] is None
+    sup.stop("restarter", timeout_s=2)
+    assert not sup.restarts_path("restarter").exists()
+
+
+def test_note_restart_outside_a_supervisor_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops.procs import RESTARTS_FILE_ENV, note_restart
+
+    monkeypatch.delenv(RESTARTS_FILE_ENV, raising=False)
+    note_restart("nobody listens", time.time())  # no error, no file
