@@ -59,8 +59,9 @@ chaos: kafka ## the soak, then the other chaos tests (kill -9 of workers in 50k 
 	$(BIN)/pytest -m chaos -v --deselect tests/chaos/test_soak.py $(PYTEST_ARGS); tests=$$?; \
 	exit $$(( soak || tests ))
 
-bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json
-	$(BIN)/python bench/run.py
+bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json (BENCH_ARGS="--only X")
+	@$(BIN)/python -c 'import locust' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP) ## atheris on the JSON and Avro decoders, FUZZ_SECONDS each (skipped without atheris)

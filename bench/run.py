@@ -63,6 +63,21 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["bench_readpath.py", "--only", "history", "--history-rows", "1000000"],
     ),
     ("detector", ["bench_detector.py"], ["bench_detector.py", "--quick"]),
+    (
+        "payments: admission",
+        ["bench_payments.py", "--only", "admission"],
+        ["bench_payments.py", "--only", "admission", "--seconds", "5"],
+    ),
+    (
+        "payments: end to end",
+        ["bench_payments.py", "--only", "e2e"],
+        ["bench_payments.py", "--only", "e2e", "--seconds", "5", "--rate", "100"],
+    ),
+    (
+        "payments: seed mix (locust)",
+        ["bench_payments.py", "--only", "mix"],
+        ["bench_payments.py", "--only", "mix", "--seconds", "10", "--rate", "100"],
+    ),
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
 ]
 

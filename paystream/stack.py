@@ -304,8 +304,8 @@ class Stack:
         )
         if self.layout.readside or self.layout.api:
             api_token(s)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
-        if self.layout.payments and self.layout.psp_sim:
-            write_psps_toml(s)
+        if self.layout.payments:
+            write_psps_toml(s)  # the simulator's PSPs, unless an operator wrote their own
         self.start(*self.specs.values(), timeout_s=timeout_s)
 
     def start(
