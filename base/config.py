@@ -219,7 +219,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_libs=Path(libs).expanduser().resolve() if libs else None,
         api_port=int(env.get("PAYSTREAM_API_PORT") or DEFAULT_API_PORT),
         psp_sim_port=int(env.get("PAYSTREAM_PSP_SIM_PORT") or DEFAULT_PSP_SIM_PORT),
-        test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") == "1",
+        test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") not in ("", "0"),
     )
 
 

@@ -83,19 +83,19 @@ def cmd_status(a: argparse.Namespace, s: Settings) -> int:
         f"broker: Kafka {b['version']} at {b['bootstrap']} ({'embedded' if b['embedded'] else 'external'})"
     )
 
-    def last(p: dict[str, Any]) -> str:
-        r = p["last_restart"]
-        if r is None:
-            return ""
-        return f"{r['at']}{' gave up:' if r.get('gave_up') else ''} {r['reason']}"
-
     _table(
-        ["name", "role", "pid", "alive", "restarts", "last restart"],
+        ["name", "role", "pid", "alive", "restarts"],
         [
-            [p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], last(p)]
+            [p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"]]
             for p in st["processes"]
         ],
     )
+    # The last restart of each process below the table, where it fits at any width.
+    for p in st["processes"]:
+        r = p["last_restart"]
+        if r is not None:
+            gave_up = " (gave up)" if r.get("gave_up") else ""
+            print(f"{p['name']} last restarted at {r['at']}{gave_up}: {r['reason']}")
     return 0 if all(p["alive"] for p in st["processes"]) else 1
 
 

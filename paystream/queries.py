@@ -72,6 +72,7 @@ ACCOUNT_FIELDS = (
     "currency",
     "balance",
     "held",  # the changelog knows it; the read side cannot (null)
+    "payouts_held",  # pay-outs held until their PSP answers (the changelog; else null)
     "status",
     "seq",
     "related",  # the read side knows these two; the changelog does not keep them (null)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from base.config import Settings, api_token
@@ -35,6 +36,7 @@ from .models import (
 from .webhooks import Webhooks
 
 PAYMENTS_PATH = "/payments/payment/v1"
+PSP_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"  # as psps.toml names them
 log = logging.getLogger(__name__)
 
 
@@ -226,7 +228,10 @@ def _routes(app: FastAPI) -> None:
         },
         summary="A PSP's webhook (Standard Webhooks signature; no bearer token)",
     )
-    async def psp_webhook(psp: str, request: Request) -> JSONResponse:
+    async def psp_webhook(
+        psp: Annotated[str, PathParam(pattern=PSP_NAME_PATTERN, description="a PSP of psps.toml")],
+        request: Request,
+    ) -> JSONResponse:
         """Verified by its signature and timestamp (else 401), matched to the order's attempt by
         its token, and handed to the payments workers, who apply it only if it moves the
         order forward: duplicates, late and out-of-order webhooks change nothing."""
