@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from base.config import Settings
 from paystream.api import models as payment_models
 
+from . import passwords
 from .access import UserSessions, cookie_principal
 from .keys import KeyRing
 from .models import FIELD_RULES
@@ -81,6 +82,8 @@ async def _running(
         await asyncio.to_thread(view.start)
         ring = KeyRing(settings.home)
         await asyncio.to_thread(ring.signing)  # the first key, if none exists yet
+        # Made now, not at the first unknown username (which would then take twice as long).
+        await asyncio.to_thread(passwords.dummy_hash)
         sessions = Sessions(
             ring,
             limits.wallet_session_ttl_s,
