@@ -119,10 +119,15 @@ class Wallet:
         await self._send(step.key, signup_record(step))
 
         def decision() -> um.User | um.SignUpRefused | None:
-            return self.view.user(user_id) or self.view.refused(user_id)
+            # The user and its names change in one transaction, but reach this view through
+            # their own partitions: answer once log-in would find the user by name too.
+            user = self.view.user(user_id)
+            if user is not None and self.view.holder(um.NameKind.username, username) == user_id:
+                return user
+            return self.view.refused(user_id)
 
         decided: um.User | um.SignUpRefused | None = await self.view.settled(
-            [user_id], decision, self.timeout_s
+            [user_id, um.username_key(username)], decision, self.timeout_s
         )
         if decided is None:
             raise errors.unavailable("the sign-up was not decided in time; try again")
