@@ -26,6 +26,7 @@ from base.topics import TopicNames
 from paystream.api.middleware import SECURITY_HEADERS
 from paystream.api.wallet.client import WalletClient
 from paystream.api.wallet.keys import load_keys
+from paystream import wallet_demo
 from paystream.stack import Stack
 from schemas.codec import Codec
 from streams.partitioner import partition_for
@@ -271,6 +272,11 @@ def test_wallet_end_to_end(stack: Stack, settings: Settings) -> None:
             _lockout(o)
         finally:
             other.stop()
+
+        # --- `paystream demo`'s wallet part against this stack ---
+        demo = wallet_demo.run(s, 7)
+        assert demo["verified"], demo["problems"]
+        assert [u["balance"] for u in demo["users"]] == ["30.00", "20.00"]
 
         # --- every process restarts, local state wiped: the same users, from the log ---
         before = _fold_users(s)
