@@ -91,6 +91,22 @@ class Limits:
     api_admissions_in_flight_max: int = 10_000
     # The API's producer: a short linger batches concurrent admissions at little latency cost.
     api_producer_linger_ms: int = 2
+    # Wallet (paystream/api/wallet/, docs/wallet.md). A session token (JWT) lives this long.
+    wallet_session_ttl_s: int = 3600
+    # Log-in lock-out: past this many failures within the window, for one username or one
+    # client address, further tries get 429 until the oldest failure leaves the window.
+    wallet_login_failures_max: int = 5
+    wallet_login_window_s: float = 900.0
+    # Usernames and addresses whose failures one API process remembers (oldest dropped first).
+    wallet_login_keys_max: int = 100_000
+    # Passwords: at least this long (and not a common one); at most this long (hashing cost).
+    wallet_password_chars_min: int = 12
+    wallet_password_chars_max: int = 1024
+    # argon2id hashes computed at once per API process (each takes 64 MiB for ~50 ms).
+    wallet_hashes_in_flight_max: int = 4
+    # GET /v1/account: the last transactions shown, and how long the read side may take.
+    wallet_transactions_max: int = 20
+    wallet_readside_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +190,12 @@ class Settings:
     psp_sim_port: int = DEFAULT_PSP_SIM_PORT
     # Tests only: processes honour faults armed under $PAYSTREAM_HOME/faults/ (never in prod).
     test_faults: bool = False
+    # The API's CORS: origins allowed to call it from a browser (PAYSTREAM_API_CORS_ORIGINS,
+    # comma-separated); none by default, so no other origin may read an answer.
+    api_cors_origins: tuple[str, ...] = ()
+    # The session cookie's Secure flag (PAYSTREAM_API_COOKIE_SECURE): None sets it unless the
+    # request came over plain HTTP to a loopback address; True always; False never.
+    api_cookie_secure: bool | None = None
 
     @property
     def var(self) -> Path:
@@ -220,7 +242,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_port=int(env.get("PAYSTREAM_API_PORT") or DEFAULT_API_PORT),
         psp_sim_port=int(env.get("PAYSTREAM_PSP_SIM_PORT") or DEFAULT_PSP_SIM_PORT),
         test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") not in ("", "0"),
+        api_cors_origins=tuple(
+            o.strip() for o in env.get("PAYSTREAM_API_CORS_ORIGINS", "").split(",") if o.strip()
+        ),
+        api_cookie_secure=_tristate(env.get("PAYSTREAM_API_COOKIE_SECURE", "")),
     )
+
+
+def _tristate(value: str) -> bool | None:
+    """ "" (unset): None; "1"/"true"/"yes": True; "0"/"false"/"no": False."""
+    v = value.strip().lower()
+    if not v:
+        return None
+    if v in ("1", "true", "yes"):
+        return True
+    if v in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected 1 or 0, not {value!r}")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -254,6 +292,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_LOG_LEVEL": settings.log_level,
         "PAYSTREAM_EXIT_WITH_PARENT": "1" if settings.exit_with_parent else "",
         "PAYSTREAM_KAFKA_LIBS": str(settings.kafka_libs or ""),
+        "PAYSTREAM_API_CORS_ORIGINS": ",".join(settings.api_cors_origins),
+        "PAYSTREAM_API_COOKIE_SECURE": ""
+        if settings.api_cookie_secure is None
+        else str(int(settings.api_cookie_secure)),
     }
 
 

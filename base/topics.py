@@ -85,6 +85,19 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Changelog of the payments agents' state (compacted).",
         compacted=True,
     ),
+    # The wallet's users (docs/wallet.md): requests keyed by the name, user or key that decides
+    # them, co-partitioned with their changelog, which holds the users themselves.
+    TopicSpec(
+        "user_requests",
+        "paystream.user-requests.v1",
+        "Users workers' input: sign-ups and their saga steps, log-outs, wallet transfers.",
+    ),
+    TopicSpec(
+        "users",
+        "paystream.users.v1",
+        "Users, who holds each username and email, revoked sessions, wallet transfers (compacted).",
+        compacted=True,
+    ),
 )
 
 _BY_KEY = {t.key: t for t in TOPICS}

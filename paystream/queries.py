@@ -315,6 +315,7 @@ def payments_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     groups = [
         (p + group_of("payments"), [n.payments]),
         (p + EXECUTOR_GROUP, [n.psp_requests]),
+        (p + group_of("users"), [n.user_requests]),  # the wallet's users workers
     ]
     return [(g, topics) for g, topics in groups if _active(settings, g)]
 

@@ -36,8 +36,10 @@ PAYMENTS_ROLE = "payments-worker"
 EXECUTOR_ROLE = "psp-executor"
 API_ROLE = "api"
 PSP_SIM_ROLE = "psp-sim"
+USERS_ROLE = "users-worker"
 DEFAULT_WORKERS = 2
 DEFAULT_PAYMENT_WORKERS = 1
+DEFAULT_USER_WORKERS = 1
 # The embedded simulator's PSPs, in port order from Settings.psp_sim_port.
 SIM_PSPS = ("cardco", "bankco", "walletco", "backupcard")
 # After starting, a process that dies on start (bad config, missing topic) shows up here.
@@ -150,6 +152,10 @@ def payments_worker_spec(i: int) -> ProcessSpec:
     return ProcessSpec(f"payments-{i}", PAYMENTS_ROLE, ("payments-worker", "--instance", str(i)))
 
 
+def users_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"users-{i}", USERS_ROLE, ("users-worker", "--instance", str(i)))
+
+
 def executor_spec(i: int = 1) -> ProcessSpec:
     return ProcessSpec(f"executor-{i}", EXECUTOR_ROLE, ("executor", "--instance", str(i)))
 
@@ -223,6 +229,8 @@ class Layout:
     executor: bool = False
     api: bool = False
     psp_sim: bool = False
+    # The wallet's users workers (docs/wallet.md): sign-ups, log-outs, wallet transfers.
+    user_workers: int = 0
 
     @staticmethod
     def full(
@@ -238,6 +246,7 @@ class Layout:
             executor=True,
             api=True,
             psp_sim=True,
+            user_workers=DEFAULT_USER_WORKERS,
         )
 
     @property
@@ -249,6 +258,7 @@ def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
     """Every process of the stack but the brokers, in start order."""
     specs = [worker_spec(i) for i in range(1, layout.workers + 1)]
     specs += [payments_worker_spec(i) for i in range(1, layout.payment_workers + 1)]
+    specs += [users_worker_spec(i) for i in range(1, layout.user_workers + 1)]
     if layout.warehouse:
         specs.append(warehouse_spec(settings))
     if layout.readside:
@@ -304,6 +314,10 @@ class Stack:
         )
         if self.layout.readside or self.layout.api:
             api_token(s)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
+        if self.layout.api:
+            from paystream.api.wallet.keys import ensure_key
+
+            ensure_key(s.home)  # the wallet's session signing key (0600), unless one exists
         if self.layout.payments:
             write_psps_toml(s)  # the simulator's PSPs, unless an operator wrote their own
         self.start(*self.specs.values(), timeout_s=timeout_s)

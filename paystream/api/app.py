@@ -33,6 +33,7 @@ from .models import (
     PaymentView,
     WebhookAnswer,
 )
+from .wallet import install as install_wallet
 from .webhooks import Webhooks
 
 PAYMENTS_PATH = "/payments/payment/v1"
@@ -139,6 +140,7 @@ def create_app(
     )
     app.state.authenticators = tuple(authenticators or (ServiceToken(api_token(settings)),))
     handlers.install(app)
+    install_wallet(app, settings, on_fatal, running=view is None)  # docs/wallet.md
     app.add_middleware(BodyLimit, limit_bytes=limits.http_body_bytes_max)
     app.add_middleware(SecurityHeaders)  # outermost: also on the body limit's 413
     _routes(app)
@@ -200,6 +202,9 @@ def _routes(app: FastAPI) -> None:
         same key)."""
         if not who.may_act_for(body.user_id):
             raise ApiError(403, "forbidden", "this token may not pay for that user", "user_id")
+        if not who.may_use_account(body.to_request().account):
+            field = "to_acct" if body.type == "pay_in" else "from_acct"
+            raise ApiError(403, "forbidden", "this token may not use that account", field)
         admissions: Admissions = request.app.state.admissions
         result = await admissions.admit(who, idempotency_key, body)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None

@@ -39,7 +39,10 @@ def test_every_operation_survives_generated_requests(
         )
         schema = schemathesis.openapi.from_url(f"{base}/openapi.json", config=config)
         seen: Counter[tuple[str, str, int]] = Counter()
-        operations = [r.ok() for r in schema.get_all_operations()]
+        # The wallet's operations have their own run (test_wallet_fuzz.py).
+        operations = [
+            op for r in schema.get_all_operations() if not (op := r.ok()).path.startswith("/v1/")
+        ]
         assert len(operations) == 4  # health, create, get, the PSP webhook
         for op in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

@@ -277,7 +277,8 @@ def test_openapi_documents_the_contract(tmp_path: Path) -> None:
         doc = (await c.get("/openapi.json")).json()
         post = doc["paths"][PATH]["post"]
         assert {"201", "400", "401", "409", "413", "422", "503"} <= set(post["responses"])
-        assert post["security"] == [{"HTTPBearer": []}]
+        # The bearer token, or a user's session cookie (the wallet: docs/wallet.md).
+        assert post["security"] == [{"HTTPBearer": []}, {"APIKeyCookie": []}]
         [param] = post["parameters"]
         assert param["name"] == "Idempotency-Key" and param["required"]
         body = doc["components"]["schemas"]["PaymentBody"]

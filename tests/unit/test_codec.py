@@ -63,6 +63,7 @@ EXPECTED_NAMES = {
         "PaymentAttempt",
     },
     "paystream.saga": {"SagaStep"},
+    "paystream.users": {"UserRequest"},
     "paystream.ops": {"DeadLetter"},
 }
 

@@ -10,9 +10,11 @@ import pytest
 
 import streams.ledger
 import streams.payments
+import streams.users
 
 CORE = Path(streams.ledger.__file__).parent
 PAYMENTS_CORE = Path(streams.payments.__file__).parent
+USERS_CORE = Path(streams.users.__file__).parent
 ALLOWED_TOP_LEVEL = {"__future__", "dataclasses", "enum", "typing", "collections", "functools"}
 # The payments core may also use the ledger's pure error type and stdlib dates and decimals.
 PAYMENTS_ALLOWED = {*ALLOWED_TOP_LEVEL, "datetime", "decimal", "streams.ledger.errors"}
@@ -43,6 +45,17 @@ def test_payments_core_imports_only_pure_modules() -> None:
         for name in _imports(path):
             allowed = name in PAYMENTS_ALLOWED or name.split(".")[0] in PAYMENTS_ALLOWED
             assert allowed, f"payments/{path.name} imports {name}"
+
+
+def test_users_core_imports_only_pure_modules() -> None:
+    files = sorted(USERS_CORE.glob("*.py"))
+    assert len(files) >= 4
+    for path in files:
+        for name in _imports(path):
+            allowed = name in PAYMENTS_ALLOWED or name.split(".")[0] in PAYMENTS_ALLOWED
+            assert allowed and not name.startswith(("argon2", "jwt")), (
+                f"users/{path.name} imports {name}"
+            )
 
 
 @pytest.mark.parametrize("module", ["fastapi", "httpx", "confluent_kafka.admin"])
