@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from streams.agent import TS_MAX, BadInput, Out
 from streams.payments import decide, evolve_all
 from streams.payments import model as pm
-from streams.payments.routing import PspInfo
+from streams.payments.routing import Health, PspInfo
 from streams.payments.statuses import TERMINAL
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ IDEMPOTENCY_KEY_CHARS_MAX = 255
 ID_CHARS_MAX = 128  # user ids, accounts, instruments, tokens (as the ledger's ids)
 AMOUNT_CHARS_MAX = 40
 _PSP_KINDS = frozenset({"token_created", "token_failed", "answered", "notified"})
+CHECKS_MAX = 1_000_000  # polls and janitor checks of one attempt: far beyond any schedule
 
 
 class PaymentsAgent:
@@ -36,8 +37,13 @@ class PaymentsAgent:
     step_topic = "payments"
     changelog_topic = "payments_state"
 
-    def __init__(self, psps: tuple[PspInfo, ...]) -> None:
+    def __init__(
+        self, psps: tuple[PspInfo, ...], health: Callable[[], Health] | None = None
+    ) -> None:
+        """``health``: the PSPs' circuit breakers as last read (streams.psp_health), for
+        routing; none: every PSP is taken as healthy."""
         self.psps = psps
+        self.health = health
 
     # --- in ---
 
@@ -54,7 +60,8 @@ class PaymentsAgent:
         return to_request(record, 0)
 
     def decide(self, state: pm.State | None, message: pm.Message) -> list[pm.Event]:
-        events = decide(state, message, self.psps)
+        health = self.health() if self.health is not None else None
+        events = decide(state, message, self.psps, health)
         answer = isinstance(message, pm.LedgerReplied | pm.PspReported)
         if not events and answer and not isinstance(state, pm.PaymentState):
             log.warning("answer for unknown payment %r dropped: %s", message.key, message)
@@ -165,6 +172,9 @@ def to_psp_reported(r: dict[str, Any], log_ts: int) -> pm.PspReported:
     attempt = r.get("attempt")
     if type(attempt) is not int or not 1 <= attempt <= 1000:
         raise BadInput("bad_field", f"attempt {attempt!r} is out of range")
+    check = r.get("check", 0)
+    if type(check) is not int or not 0 <= check <= CHECKS_MAX:
+        raise BadInput("bad_field", f"check {check!r} is out of range")
     status = _opt(r, "status")
     try:
         psp_status = None if status is None else pm.PspStatus(status)
@@ -182,6 +192,7 @@ def to_psp_reported(r: dict[str, Any], log_ts: int) -> pm.PspReported:
         retryable=r.get("retryable") is True,
         source=_opt(r, "source") or "executor",
         ts=log_ts,
+        check=check,
     )
 
 
@@ -245,16 +256,17 @@ def _ledger_command(e: pm.LedgerCommandIssued) -> Out:
 def _psp_request(e: pm.PspRequested) -> Out:
     req, a = e.payment, e.attempt
     order = pm.order_id_of(req.payment_id)
+    request_id = f"{order}/{a.n}/{e.kind.value}" + (f"/{e.check}" if e.check else "")
     return Out(
         "psp_requests",
         "PspRequest",
         order,
         {
-            "request_id": f"{order}/{a.n}/{e.kind}",
+            "request_id": request_id,
             "payment_id": req.payment_id,
             "payment_order_id": order,
             "attempt": a.n,
-            "kind": e.kind,
+            "kind": e.kind.value,
             "psp": a.psp,
             "token": a.token,
             "direction": req.type.value,
@@ -262,6 +274,37 @@ def _psp_request(e: pm.PspRequested) -> Out:
             "currency": req.currency,
             "payment_option": req.payment_option.value,
             "instrument": req.instrument,
+            "ts": e.ts,
+            "check": e.check,
+            "fallback": e.fallback,
+            "not_before": e.ts + e.delay_us if e.delay_us else None,
+            "tries": 0,
+            "first_tried_at": None,
+            "history": [],
+        },
+    )
+
+
+def _review_record(e: pm.ReviewRequested) -> Out:
+    p, a = e.payment, e.attempt
+    return Out(
+        "psp_review",
+        "PspReview",
+        p.payment_id,
+        {
+            "review_id": f"{p.order_id}/{a.n}/review/{a.checks}",
+            "payment_id": p.payment_id,
+            "payment_order_id": p.order_id,
+            "attempt": a.n,
+            "psp": a.psp,
+            "token": a.token,
+            "status": p.status.value,
+            "checks": a.checks,
+            "code": a.code,
+            "reason": e.reason,
+            "type": p.request.type.value,
+            "amount": p.request.amount,
+            "currency": p.request.currency,
             "ts": e.ts,
         },
     )
@@ -289,6 +332,8 @@ def _attempt_record(payment_id: str, a: pm.Attempt) -> Out:
             "psp_reference": a.psp_reference,
             "started_at": a.started_at,
             "ts": a.updated_at or a.started_at,
+            "checks": a.checks,
+            "review": a.review,
         },
     )
 
@@ -334,6 +379,8 @@ def to_records(event: pm.Event, direct: bool = False) -> Iterator[Out]:
             yield _ledger_command(event)
         case pm.PspRequested():
             yield _psp_request(event)
+        case pm.ReviewRequested():
+            yield _review_record(event)
         case pm.AttemptStarted() | pm.AttemptChanged():
             yield _attempt_record(event.payment_id, event.attempt)
         case pm.Snapshot():
@@ -401,7 +448,33 @@ def _attempt_json(a: pm.Attempt) -> list[Any]:
         a.psp_reference,
         a.updated_at,
         a.version,
+        a.checks,
+        a.chain_from,
+        a.review,
     ]
+
+
+def _attempt_of(v: list[Any]) -> pm.Attempt:
+    # States written before the poller and the janitor have 12 fields (no checks yet).
+    n, psp, cands, why, started, phase, token, outcome, code, ref, updated, version = v[:12]
+    checks, chain_from, review = v[12:15] if len(v) >= 15 else (0, 0, False)
+    return pm.Attempt(
+        n,
+        psp,
+        tuple(cands),
+        why,
+        started,
+        pm.Phase(phase),
+        token,
+        None if outcome is None else pm.PspStatus(outcome),
+        code,
+        ref,
+        updated,
+        version,
+        checks,
+        chain_from,
+        review,
+    )
 
 
 def decode_state(data: bytes) -> pm.State:
@@ -421,25 +494,7 @@ def decode_state(data: bytes) -> pm.State:
         reason=v[7],
         candidates=tuple(v[8]),
         routing_reason=v[9],
-        attempts=tuple(
-            pm.Attempt(
-                n,
-                psp,
-                tuple(cands),
-                why,
-                started,
-                pm.Phase(phase),
-                token,
-                None if outcome is None else pm.PspStatus(outcome),
-                code,
-                ref,
-                updated,
-                version,
-            )
-            for n, psp, cands, why, started, phase, token, outcome, code, ref, updated, version in v[
-                10
-            ]
-        ),
+        attempts=tuple(_attempt_of(a) for a in v[10]),
         ledger_updated=v[11],
         wallet_updated=v[12],
         history=tuple((pm.Status(s), ts) for s, ts in v[13]),

@@ -17,6 +17,7 @@ from .model import (
     PaymentCreated,
     PaymentState,
     PspRequested,
+    ReviewRequested,
     Snapshot,
     State,
     StatusChanged,
@@ -30,7 +31,7 @@ def evolve(state: State | None, event: Event) -> State | None:
             return event.state
         case PaymentCreated():
             return event.state
-        case LedgerCommandIssued() | PspRequested():
+        case LedgerCommandIssued() | PspRequested() | ReviewRequested():
             return state
     p = _payment(state, event)
     match event:

@@ -75,6 +75,18 @@ class PspStatus(StrEnum):
 # Why a payment failed when the PSP gave no code of its own.
 PSP_UNAVAILABLE = "psp_unavailable"
 NO_ELIGIBLE_PSP = "no_eligible_psp"
+# A status answer's code when the PSP has the token and never executed it (no money moved).
+NOT_EXECUTED = "not_executed"
+
+
+class PspRequestKind(StrEnum):
+    """Work for the executor (docs/psp-executor.md)."""
+
+    create_token = "create_token"  # phase one: no money moves
+    execute = "execute"  # phase two, with the recorded token
+    status = "status"  # the poller: what the PSP says of the token now
+    resolve = "resolve"  # the janitor: the status, and execute the token if it never was
+
 
 # --- Messages ---
 
@@ -163,6 +175,8 @@ class PspReported:
     retryable: bool
     source: str
     ts: int
+    # The poll or janitor check answered (0: the order's own create_token or execute).
+    check: int = 0
 
     @property
     def key(self) -> str:
@@ -199,6 +213,11 @@ class Attempt:
     psp_reference: str | None = None
     updated_at: int = 0
     version: int = 1
+    # Polls and janitor checks asked so far (their numbers: 1, 2, ...), and how many were asked
+    # before the current chain began (a chain restarts when pending and unknown alternate).
+    checks: int = 0
+    chain_from: int = 0
+    review: bool = False  # handed to the review queue (paystream.psp-review.v1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,11 +340,28 @@ class AttemptChanged:
 
 @dataclass(frozen=True, slots=True)
 class PspRequested:
-    """Work for the executor: ``create_token``, ``execute`` (with the token) or ``status``."""
+    """Work for the executor: ``create_token``, ``execute`` (with the token), ``status`` (a
+    poll) or ``resolve`` (a janitor check). ``check`` numbers a poll or a check; ``delay_us``
+    is how long after ``ts`` the executor may start it (never earlier); ``fallback``: another
+    PSP would take the order if this one cannot create a token."""
 
-    kind: str
+    kind: PspRequestKind
     attempt: Attempt
     payment: PaymentRequest
+    ts: int
+    check: int = 0
+    delay_us: int = 0
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRequested:
+    """The poller or the janitor gave up on an order: a person looks at it (the
+    reconciliation issue builds the queue; until then, paystream.psp-review.v1)."""
+
+    payment: PaymentState
+    attempt: Attempt
+    reason: str
     ts: int
 
 
@@ -346,5 +382,6 @@ Event = (
     | AttemptStarted
     | AttemptChanged
     | PspRequested
+    | ReviewRequested
     | Snapshot
 )
