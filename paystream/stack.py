@@ -231,6 +231,9 @@ class Layout:
     psp_sim: bool = False
     # The wallet's users workers (docs/wallet.md): sign-ups, log-outs, wallet transfers.
     user_workers: int = 0
+    # PSP executor processes when ``executor`` (one group: they share the requests, the delay
+    # topics and, through paystream.psp-breakers.v1, every PSP's circuit breaker).
+    executors: int = 1
 
     @staticmethod
     def full(
@@ -268,7 +271,7 @@ def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
     if layout.psp_sim:
         specs.append(psp_sim_spec(settings))
     if layout.executor:
-        specs.append(executor_spec())
+        specs += [executor_spec(i) for i in range(1, layout.executors + 1)]
     if layout.api:
         specs.append(api_spec(settings))
     return specs

@@ -128,9 +128,15 @@ def cli(settings: Settings, *args: str, port: int = 0) -> subprocess.CompletedPr
     )
 
 
-def payments_stack(settings: Settings, warehouse: bool = True, workers: int = 1) -> Stack:
+def payments_stack(
+    settings: Settings,
+    warehouse: bool = True,
+    workers: int = 1,
+    executors: int = 1,
+    payment_workers: int = 1,
+) -> Stack:
     """Everything the payments need (ledger and payments workers, the PSP simulator, the
-    executor, the API, and the warehouse unless told not to), on free ports."""
+    executors, the API, and the warehouse unless told not to), on free ports."""
     from ops.ports import free_port_base
 
     base = free_port_base(7)
@@ -142,10 +148,11 @@ def payments_stack(settings: Settings, warehouse: bool = True, workers: int = 1)
         warehouse=warehouse,
         readside=False,
         detector=False,
-        payment_workers=1,
+        payment_workers=payment_workers,
         executor=True,
         api=True,
         psp_sim=True,
+        executors=executors,
     )
     return stack_for(s, layout)
 
