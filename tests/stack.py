@@ -158,7 +158,11 @@ def payments_stack(
 
 
 def run_payments_scenario(
-    stack: Stack, prefix: str, between: Any = None, timeout_s: float = 240.0
+    stack: Stack,
+    prefix: str,
+    between: Any = None,
+    timeout_s: float = 240.0,
+    allow_fallback: bool = False,
 ) -> Any:
     """The payments scenario (paystream.payments_scenario) against ``stack``."""
     from decimal import Decimal
@@ -183,4 +187,6 @@ def run_payments_scenario(
         view = queries.account(s, account)
         return None if view is None else Decimal(view["balance"])
 
-    return payments_scenario.run(s, prefix, send, wait, balance, timeout_s, between)
+    return payments_scenario.run(
+        s, prefix, send, wait, balance, timeout_s, between, allow_fallback=allow_fallback
+    )

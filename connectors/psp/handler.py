@@ -11,9 +11,11 @@ what comes of it. No Kafka and no sleeping here: results, retries and dead lette
   reported ``unknown`` at once: the order goes to the janitor, never to another PSP. Any
   other retryable failure (the PSP said "not now", or the call never reached it) is retried
   through the delay topics with the same token, then reported ``unknown``.
-* ``status`` (the poller) and ``resolve`` (the janitor: the status, and the token executed
-  if it never was): one try each; whatever comes of it is answered, the payments core's
-  schedule decides what next. A poll or check already running here is not run twice.
+* ``status`` (the poller): one try; whatever comes of it is answered, the payments core's
+  schedule decides what next. ``resolve`` (the janitor): the status, and the token executed
+  if it never was; a call the PSP refused is retried like an execute (no dead letter: the
+  janitor's schedule goes on), anything else is answered. A poll or check already running
+  here is not run twice.
 """
 
 from __future__ import annotations
@@ -202,25 +204,33 @@ class RequestHandler:
     async def _resolve(self, r: PspRequest) -> None:
         """The janitor: what the PSP says of the token; a token it never executed is executed
         now (the same token: at most once at the PSP), so the answer is definitive, and a
-        late execute of the order (a redelivery) meets "already executed"."""
+        late execute of the order (a redelivery) meets "already executed". A call the PSP
+        refused (5xx, 429, 503) is retried through the delay topics like an execute; its
+        failure after that is answered, and the janitor's schedule goes on."""
         assert r.token is not None
+        call = "get_status"
         try:
             answer = await self._call(r, "get_status", r.token)
-            call = "get_status"
             if answer.status == "created":
+                call = "execute (never executed)"
                 answer = await self._call(r, "execute", r.token)
-                call = "get_status, then execute (never executed)"
         except PspCallError as exc:
-            await self.outbox.result(self._unknown(r, exc, "resolve"))
+            unknown = self._unknown(r, exc, f"resolve: {call}")
+            errors = self.connectors[r.psp].errors
+            if exc.retryable and not errors.outcome_unknown(exc.code, exc.http_status, exc.sent):
+                await self._retry_or_give_up(r, exc, unknown, dead_letter=False)
+            else:
+                await self.outbox.result(unknown)
             return
         await self.outbox.result(self._answered(r, answer, call))
 
     # --- retries -------------------------------------------------------------------------------
 
     async def _retry_or_give_up(
-        self, r: PspRequest, exc: PspCallError, report: dict[str, Any]
+        self, r: PspRequest, exc: PspCallError, report: dict[str, Any], dead_letter: bool = True
     ) -> None:
-        """The next call through a delay topic, or (exhausted) a dead letter and ``report``."""
+        """The next call through a delay topic, or (exhausted) a dead letter (unless the
+        janitor's own schedule goes on after it) and ``report``."""
         lim = self.limits
         now = self.clock()
         tries = r.tries + 1
@@ -248,9 +258,13 @@ class RequestHandler:
             await self.outbox.retry(record, r.payment_order_id, step.topic)
             return
         assert isinstance(step, Exhausted)
-        self.counters["dead_letters"] += 1
         last = r.retried(entry, now, now, lim.retry_history_max)
         reason = self._cut(f"retries exhausted: {step.reason}; last: {exc.code}: {exc.detail}")
+        if not dead_letter:
+            log.warning("%s %s: %s", r.describe(), r.kind, reason)
+            await self.outbox.result({**report, "detail": self._cut(f"{reason} ({tries} calls)")})
+            return
+        self.counters["dead_letters"] += 1
         dead = dead_letter_record(
             r,
             self.outbox.encode_request(last),

@@ -8,6 +8,7 @@ movement log would show a double charge as 2.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -564,3 +565,80 @@ def test_kill9_mid_batch_then_restart_answers_everything_and_charges_once(
     finally:
         httpx.post(admin, json={"ms": 0}).raise_for_status()
         stack.close()
+
+
+# --- retries exhausted: the dead-letter topic, `paystream psp dlq list|replay` ----------------
+
+
+def test_exhausted_retries_are_dead_lettered_listed_and_replayed(
+    settings: Settings, sim: Simulator
+) -> None:
+    """run_executor in a thread with a small retry budget: a token request for an order's
+    last PSP during an outage is retried once through a delay topic (not before Retry-After),
+    then dead-lettered with its history; the CLI lists it, and replays it after the outage."""
+    from tests.stack import cli
+
+    psps_path(settings.home).write_text(
+        embedded_psps_toml(sim.ports, sim.state_dir / "webhook-secrets")
+    )
+    psps = parse_psps(psps_path(settings.home).read_text(), "psps.toml", settings.home)
+    limits = ExecutorLimits(
+        retry_attempts_max=2, retry_backoff_initial_s=0.2, retry_after_max_s=0.6
+    )
+    stop = threading.Event()
+    exit_codes: list[int] = []
+    runner = threading.Thread(
+        target=lambda: exit_codes.append(
+            run_executor(settings, psps=psps, limits=limits, stop=stop)
+        )
+    )
+    records = Records(settings)
+    records.start()
+    producer = Producer({"bootstrap.servers": settings.bootstrap, "partitioner": "murmur2_random"})
+    admin = f"{sim.url('walletco')}/v1/admin/outage"
+    httpx.post(admin, json={"seconds": 60}).raise_for_status()
+    runner.start()
+    case = Case("walletco", "paypal_ok@example.com", "paypal")
+    try:
+        value = CODEC.encode("PspRequest", case.request("create_token"))
+        producer.produce(TopicNames(settings.topic_prefix).psp_requests, value, case.order_id.encode())  # fmt: skip
+        assert producer.flush(10) == 0
+        (failed,) = wait_until(lambda: records.of(case.payment_id), 30, "the token failure")
+        assert failed["kind"] == "token_failed" and "retries exhausted" in failed["detail"]
+        listed = cli(settings, "psp", "dlq", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        (dead,) = json.loads(listed.stdout)
+        assert (dead["kind"], dead["psp"], dead["tries"], dead["payment_id"]) == (
+            "create_token", "walletco", 2, case.payment_id
+        )  # fmt: skip
+        first, second = dead["history"]
+        assert first["code"] == second["code"] == "psp_unavailable"
+        # The second call waited its delay (Retry-After, capped at 0.6 s): never early.
+        waited_s = _ts(second["at"]) - _ts(first["at"])
+        assert waited_s >= 0.6 - first["latency_us"] / 1e6 - 0.05, (first, second)
+        httpx.post(admin, json={"seconds": 0}).raise_for_status()
+        replayed = cli(settings, "psp", "dlq", "replay", "--all", "--json")
+        assert replayed.returncode == 0, replayed.stderr
+        assert [d["id"] for d in json.loads(replayed.stdout)] == [dead["id"]]
+
+        def created() -> dict[str, Any] | None:
+            return next((r for r in records.of(case.payment_id) if r["kind"] == "token_created"), None)  # fmt: skip
+
+        assert wait_until(created, 30, "the replayed token")["token"]
+        assert json.loads(cli(settings, "psp", "dlq", "list", "--json").stdout) == []
+        (again,) = json.loads(cli(settings, "psp", "dlq", "list", "--all", "--json").stdout)
+        assert again["replayed_at"] is not None
+        missing = cli(settings, "psp", "dlq", "replay", "nope")
+        assert missing.returncode == 1 and "no dead letter nope" in missing.stderr
+    finally:
+        httpx.post(admin, json={"seconds": 0}).raise_for_status()
+        stop.set()
+        runner.join(30)
+        records.stopped.set()
+    assert exit_codes == [0]
+
+
+def _ts(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -178,7 +178,8 @@ class PaymentMachine(RuleBasedStateMachine):
             raise AssertionError(f"executed a token the PSP never gave: {token}")
         if psp.down:  # refused: nothing happened at the PSP
             unknown = result("answered", "unknown", code="psp_unavailable")
-            return retry_or(unknown) if kind == "execute" and not r["check"] else [unknown]
+            retried = kind == "resolve" or (kind == "execute" and not r["check"])
+            return retry_or(unknown) if retried else [unknown]
         if kind == "status":
             return [self._status_answer(psp, token, result)]
         if kind == "resolve" and psp.status(token) != "created":
