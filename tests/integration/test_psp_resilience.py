@@ -226,6 +226,7 @@ def test_an_outage_falls_back_opens_the_breaker_then_closes_it(stack: Stack) -> 
                 break
             time.sleep(0.2)
         assert opened_after_s is not None, w.psp_status()
+
         # A restarted executor knows the breaker is open (it reads the breakers' topic).
         def starts() -> list[str]:
             log = stack.log_tail("executor-2", 100_000).splitlines()
@@ -351,3 +352,28 @@ def test_bankco_completes_through_webhooks_and_polling_whatever_the_webhooks_do(
         assert token_api  # the API came back with its token
     finally:
         w.close()
+
+
+def test_the_payments_demo_has_an_outage_and_a_recovered_unknown(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make run`'s payments demo (paystream demo, when the payments run): the scenario of
+    every instrument, then cardco out for 15 s, and the unknown orders the janitor settled."""
+    from paystream import payments_demo
+
+    summary = payments_demo.run(stack.resolved, seed=13)
+    assert summary["verified"], summary["problems"]
+    outage = summary["outage"]
+    assert (
+        outage["via"] == {"backupcard": outage["payments"]}
+        and outage["after_outage_psp"] == "cardco"
+    )
+    assert outage["breaker_open_after_s"] is not None
+    assert outage["breaker_closed_after_outage_s"] is not None
+    # Payment ids are pay<seed>-<time>-<case>.
+    recovered = {r["payment_id"].split("-", 2)[-1]: r for r in summary["recovered_unknowns"]}
+    assert {"lost-answer", "hangs"} <= set(recovered), summary["recovered_unknowns"]
+    assert all(r["status"] == "succeeded" and r["checks"] >= 1 for r in recovered.values())
+    payments_demo.print_summary(summary)
+    text = capsys.readouterr().out
+    assert "outage: cardco down 15 s" in text and "recovered unknown: lost-answer" in text, text
