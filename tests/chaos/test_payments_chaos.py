@@ -97,9 +97,8 @@ def _in_flight_at(t: float, histories: list[list[dict[str, str]]]) -> int:
     return n
 
 
-@pytest.mark.timeout(
-    1800
-)  # rounds of up to a few minutes: the janitor waits 10 s, retries back off
+# Rounds of up to a few minutes: the janitor waits 10 s, retries back off.
+@pytest.mark.timeout(1800)
 def test_kills_during_payments_lose_nothing_and_charge_nothing_twice(stack: Stack) -> None:
     killer = Killer(stack, random.Random(SEED))
 
