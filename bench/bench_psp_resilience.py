@@ -178,9 +178,7 @@ def run(cluster: Any, rate: int, cycles: int, healthy_s: float, out_s: float, re
     ]  # fmt: skip
     window_s = sum(b - a for a, b in out_windows)
     via = {p: sum(1 for _, x in in_window if x == p) for p in {x for _, x in in_window}}
-    fell_back = [
-        (a[2] - a[1]) / 1000 for a in events.attempts.values() if 1 in a and 2 in a
-    ]
+    fell_back = [(a[2] - a[1]) / 1000 for a in events.attempts.values() if 1 in a and 2 in a]
     healthy, out = lat("healthy"), lat("out")
     opens, closes = [], []
     for start, end in outages:
