@@ -32,7 +32,7 @@ from schemas.codec import Codec
 from schemas.errors import DecodeError
 from streams.payments import model as pm
 from streams.payments.statuses import AT_PSP
-from streams.payments_agent import decode_state
+from streams.payments_state import decode_state
 
 US_PER_S = 1_000_000
 # A stats record older than this many windows is an executor that stopped: not counted.

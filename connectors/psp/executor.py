@@ -34,17 +34,18 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from base.config import Settings, kafka_client_config
+from base.config import Settings
 from base.topics import TopicNames
 from connectors.psp.base import PspConnector
 from connectors.psp.board import BreakerBoard
+from connectors.psp.clients import bootstrap_of, clients
 from connectors.psp.config import PspConfig, load_psps, psps_path
+from connectors.psp.delays import DelayGate
 from connectors.psp.errors import (
     BadRequest,
     FatalExecutorError,
-    PspCallError,
     PspConfigError,
     UnknownConnector,
 )
@@ -52,6 +53,7 @@ from connectors.psp.handler import RequestHandler
 from connectors.psp.limits import ExecutorLimits
 from connectors.psp.offsets import OffsetTracker, TopicPartitionKey
 from connectors.psp.outbox import KafkaOutbox
+from connectors.psp.probe import probe
 from connectors.psp.records import PspRequest, parse_request
 from connectors.psp.registry import build_connectors
 from connectors.psp.retry import DELAY_TOPICS, ready_at_us, topic_for
@@ -114,54 +116,29 @@ class Executor:
         # Delay topic name -> its key (base.topics).
         self.delay_topics = {getattr(self.topics, key): key for key, _ in DELAY_TOPICS}
         self.group = settings.topic_prefix + EXECUTOR_GROUP
-        bootstrap = _bootstrap(settings)
-        self.consumer = Consumer(
-            {
-                **kafka_client_config(settings, bootstrap),
-                "group.id": self.group,
-                "client.id": self.name,
-                # Static membership: a restarted executor takes its partitions back at once.
-                "group.instance.id": f"{self.group}-{instance}",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "fetch.wait.max.ms": 10,
-                "on_commit": self._on_commit,
-                "error_cb": self._on_kafka_error,
-                "logger": logging.getLogger("connectors.psp.rdkafka"),
-            }
-        )
-        self.producer = Producer(
-            {
-                **kafka_client_config(settings, bootstrap),
-                "client.id": self.name,
-                "enable.idempotence": True,
-                "acks": "all",
-                # Java's default partitioner, so every client agrees which partition owns a key.
-                "partitioner": "murmur2_random",
-                "linger.ms": limits.producer_linger_ms,
-                "compression.type": "lz4",
-                "delivery.timeout.ms": limits.delivery_timeout_ms,
-                "error_cb": self._on_kafka_error,
-                "logger": logging.getLogger("connectors.psp.rdkafka"),
-            }
+        self.consumer, self.producer = clients(
+            settings,
+            limits,
+            group=self.group,
+            name=self.name,
+            instance=instance,
+            on_commit=self._on_commit,
+            on_error=self._on_kafka_error,
         )
         self.outbox = KafkaOutbox(self.producer, self.topics, limits, self.name, self.codec)
         self.board = BreakerBoard(connectors, limits, self.name, self.outbox.transition)
-        self.breaker_log = BreakerLog(settings, bootstrap, self.topics.psp_breakers, self.name)
+        self.breaker_log = BreakerLog(
+            settings, bootstrap_of(settings), self.topics.psp_breakers, self.name
+        )
         self.offsets = OffsetTracker()
         self.handler = RequestHandler(
             connectors, self.outbox, self.board, limits, executor=self.name
         )
         self.tasks: set[asyncio.Task[None]] = set()
         self.probes: set[asyncio.Task[None]] = set()
-        self.counters = {"requests": 0, "held": 0, "probes": 0}
-        # Delay topic partitions paused at a record not ready yet: when to resume them.
-        self.held: dict[TopicPartitionKey, int] = {}
+        self.counters = {"requests": 0, "probes": 0}
+        # Delay topic partitions paused at a record not ready yet, until it is.
+        self.gate = DelayGate(self.consumer, now_micros)
         self._paused = False  # every partition paused: too many requests in flight
         self._reassigned = False  # partitions came since: pause them too, if still full
         self._fatal: BaseException | None = None
@@ -217,7 +194,7 @@ class Executor:
                 self.board.adopt(record)
             for psp in self.board.tick():
                 self._probe(psp)
-            self._release_held()
+            self.gate.release(resume=not self._paused)
             taken = self._consume()
             now = time.monotonic()
             if now >= next_commit:
@@ -243,7 +220,7 @@ class Executor:
             msgs = self.consumer.consume(1, timeout=0)
         else:
             if self._paused:
-                self.consumer.resume(self._unheld(self.consumer.assignment()))
+                self.consumer.resume(self.gate.unheld(self.consumer.assignment()))
                 self._paused = False
             msgs = self.consumer.consume(
                 min(room, self.limits.consume_batch_records_max), timeout=0
@@ -273,8 +250,9 @@ class Executor:
         for connector in self.connectors.values():
             await connector.aclose()
         log.info(
-            "psp executor stopped: %s %s %s",
+            "psp executor stopped: %s, %d holds %s %s",
             self.counters,
+            self.gate.holds,
             self.outbox.counters,
             self.handler.counters,
         )
@@ -292,7 +270,7 @@ class Executor:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         tp = (topic, partition)
-        if tp in self.held:
+        if tp in self.gate:
             return  # fetched before its partition was paused: it comes again on resume
         value = msg.value() or b""
         request: PspRequest | None = None
@@ -309,7 +287,7 @@ class Executor:
             written_us = max(msg.timestamp()[1], 0) * 1000
             ready = ready_at_us(delay_key, written_us, request.not_before)
             if ready > now_micros():
-                self._hold(tp, offset, ready)
+                self.gate.hold(tp, offset, ready)
                 return
         if not self.offsets.take(tp, offset):
             log.warning("%s/%d rewound to %d: its requests come again", topic, partition, offset)
@@ -356,54 +334,11 @@ class Executor:
             log.exception("%s: request %s failed", source, request.request_id)
             await self.outbox.unusable(source, f"executor error: {exc!r}", "executor_error", value)
 
-    # --- delay topics ---------------------------------------------------------------------------
-
-    def _hold(self, tp: TopicPartitionKey, offset: int, ready_us: int) -> None:
-        """Pause a delay topic's partition at its first record not ready yet."""
-        at = TopicPartition(tp[0], tp[1], offset)
-        self.consumer.pause([at])
-        self.consumer.seek(at)
-        self.held[tp] = ready_us
-        self.counters["held"] += 1
-
-    def _release_held(self) -> None:
-        if not self.held:
-            return
-        now = now_micros()
-        due = [tp for tp, ready in self.held.items() if ready <= now]
-        for tp in due:
-            del self.held[tp]
-        if due and not self._paused:
-            self.consumer.resume([TopicPartition(t, p) for t, p in due])
-
-    def _unheld(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return [tp for tp in partitions if (tp.topic, tp.partition) not in self.held]
-
     # --- breaker probes ------------------------------------------------------------------------
 
     def _probe(self, psp: str) -> None:
-        """A half-open breaker's trial call when no payment brings one: the PSP's
-        capabilities (read-only, and refused by an outage like every call)."""
         self.counters["probes"] += 1
-
-        async def probe() -> None:
-            started = time.perf_counter_ns()
-            ok, latency_us = False, 0
-            self.board.started(psp)
-            try:
-                await self.connectors[psp].capabilities()
-                ok = True
-            except PspCallError as exc:
-                ok, latency_us = not exc.retryable, exc.latency_us
-            except Exception:
-                log.exception("probe of %s failed", psp)
-            finally:
-                latency_us = latency_us or (time.perf_counter_ns() - started) // 1000
-                self.board.ended(psp, ok, latency_us, trial=True)
-            log.info("breaker %s: probe %s in %.1f ms", psp, "answered" if ok else "failed",
-                     latency_us / 1000)  # fmt: skip
-
-        task = asyncio.get_running_loop().create_task(probe())
+        task = asyncio.get_running_loop().create_task(probe(self.connectors[psp], self.board))
         self.probes.add(task)
         task.add_done_callback(self.probes.discard)
 
@@ -438,15 +373,13 @@ class Executor:
             except KafkaException as exc:
                 log.warning("commit on revoke failed: %s", exc)
         self.offsets.forget(keys)
-        for k in keys:
-            self.held.pop(k, None)
+        self.gate.forget(keys)
         log.info("revoked %s", _names(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.offsets.forget(keys)
-        for k in keys:
-            self.held.pop(k, None)
+        self.gate.forget(keys)
         log.warning("lost %s", _names(partitions))
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -466,9 +399,3 @@ def _names(partitions: list[TopicPartition]) -> str:
     for tp in partitions:
         by.setdefault(tp.topic, []).append(tp.partition)
     return "; ".join(f"{t} {sorted(ps)}" for t, ps in sorted(by.items())) or "nothing"
-
-
-def _bootstrap(settings: Settings) -> str:
-    # The caller resolves the embedded cluster's address (paystream.bootstrap.resolved, as
-    # for every process); without one, the embedded broker's first node.
-    return settings.bootstrap or f"127.0.0.1:{settings.broker_port_base}"

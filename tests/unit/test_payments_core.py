@@ -18,7 +18,8 @@ from streams.payments import model as pm
 from streams.payments.routing import PspInfo
 from streams.payments.statuses import TERMINAL, TRANSITIONS
 from streams.payments.views import admission_view, payment_view
-from streams.payments_agent import PaymentsAgent, decode_state, encode_state, request_record
+from streams.payments_agent import PaymentsAgent, request_record
+from streams.payments_state import decode_state, encode_state
 
 PSPS = (
     PspInfo(

@@ -27,7 +27,8 @@ from streams.agent import Out
 from streams.payments import model as pm
 from streams.payments.routing import PspHealth, PspInfo
 from streams.payments.statuses import TERMINAL
-from streams.payments_agent import PaymentsAgent, decode_state, encode_state, request_record
+from streams.payments_agent import PaymentsAgent, request_record
+from streams.payments_state import decode_state, encode_state
 
 PSPS = (
     PspInfo("a", frozenset({"card"}), frozenset({"USD"}), 1, Decimal(1), 0),
