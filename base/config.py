@@ -91,6 +91,11 @@ class Limits:
     api_admissions_in_flight_max: int = 10_000
     # The API's producer: a short linger batches concurrent admissions at little latency cost.
     api_producer_linger_ms: int = 2
+    # Risk engine (docs/risk.md; the core's own limits are in streams.risk.limits): how long
+    # a risk agent waits for a published version's content to show on its topic.
+    risk_library_wait_s: float = 30.0
+    # How long POST /payments/review/v1/{id} waits for the queue to apply its decision.
+    review_decision_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from .models import (
     PaymentView,
     WebhookAnswer,
 )
+from .reviews import reviews_router
 from .webhooks import Webhooks
 
 PAYMENTS_PATH = "/payments/payment/v1"
@@ -140,6 +141,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit_bytes=limits.http_body_bytes_max)
     app.add_middleware(SecurityHeaders)  # outermost: also on the body limit's 413
     _routes(app)
+    app.include_router(reviews_router(settings, real=view is None))
     return app
 
 
