@@ -47,6 +47,10 @@ def register(sub: Any, verb: Verb) -> None:
     sp.add_argument(
         "--out", help="directory for the model file (default $PAYSTREAM_HOME/risk/models)"
     )
+    sp = sub_verb(
+        "replay", cmd_replay, "decide every payment again from the log alone; --verify compares"
+    )
+    sp.add_argument("--verify", action="store_true", help="exit 1 on any difference")
     sp = sub_verb("label", cmd_label, "label a payment fraud or legit, for training")
     sp.add_argument("payment_id")
     sp.add_argument("label", choices=["fraud", "legit"])
@@ -225,6 +229,24 @@ def cmd_train(a: argparse.Namespace, s: Settings) -> int:
         )
         print(f"  file {report['file']}; {report['published_note']}")
     return 0 if report["published"] or a.no_publish else 1
+
+
+def cmd_replay(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import resolved
+    from paystream.risk_replay import replay, verify
+
+    rs = resolved(s)
+    got = replay(rs)
+    problems = verify(rs, got) if a.verify else []
+    if a.json:
+        _print({"records": got.records, "decisions": len(got.decisions), "mismatches": problems})
+    else:
+        print(f"{got.records} records replayed: {len(got.decisions)} decisions")
+        for p in problems[:50]:
+            print(f"  MISMATCH {p}")
+        if a.verify and not problems:
+            print("  every live decision is the same again")
+    return 1 if problems else 0
 
 
 def cmd_label(a: argparse.Namespace, s: Settings) -> int:

@@ -99,11 +99,11 @@ def train(rows: list[Row]) -> tuple[Any, dict[str, Any]]:
     y_learn = [int(r.fraud) for r in learn]
     model = LGBMClassifier(**MODEL_PARAMS)
     model.fit(x_learn, y_learn)
-    p_learn = [float(p) for p in model.predict_proba(x_learn)[:, 1]]
+    p_learn = _proba(model, x_learn)
     threshold = _best_threshold(y_learn, p_learn)
     x_judge = [vector(r.features) for r in judge]
     y_judge = [int(r.fraud) for r in judge]
-    p_judge = [float(p) for p in model.predict_proba(x_judge)[:, 1]]
+    p_judge = _proba(model, x_judge)
     flagged = [int(p >= threshold) for p in p_judge]
     metrics = {
         "auc": auc([bool(y) for y in y_judge], p_judge),
@@ -121,6 +121,12 @@ def train(rows: list[Row]) -> tuple[Any, dict[str, Any]]:
         "params": MODEL_PARAMS,
     }
     return model, metrics
+
+
+def _proba(model: Any, rows: list[list[float]]) -> list[float]:
+    import numpy as np
+
+    return [float(v) for v in np.asarray(model.predict_proba(rows))[:, 1]]
 
 
 def _best_threshold(y: list[int], p: list[float]) -> float:

@@ -16,13 +16,11 @@ from streams.payments import decide, evolve_all
 from streams.payments import model as pm
 from streams.payments.routing import PspInfo
 from streams.payments.statuses import TERMINAL
-from streams.payments_fields import (
-    AMOUNT_CHARS_MAX,
-    CURRENCY,
-    ID_CHARS_MAX,
-    IDEMPOTENCY_KEY_CHARS_MAX,
-    PAYMENT_ID,
-)
+from streams.payments_fields import AMOUNT_CHARS_MAX as AMOUNT_CHARS_MAX
+from streams.payments_fields import CURRENCY as CURRENCY
+from streams.payments_fields import ID_CHARS_MAX as ID_CHARS_MAX
+from streams.payments_fields import IDEMPOTENCY_KEY_CHARS_MAX as IDEMPOTENCY_KEY_CHARS_MAX
+from streams.payments_fields import PAYMENT_ID as PAYMENT_ID
 from streams.payments_fields import opt_str as _opt
 from streams.payments_fields import req_str as _str
 from streams.payments_fields import request_fields as _request_fields

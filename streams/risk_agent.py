@@ -48,9 +48,14 @@ def context_key(partition: int, partitions: int) -> str:
 
 
 class RiskAgent:
+    """No local steps: a fact about an account always goes to the user's partition of
+    ``paystream.risk-requests.v1`` as a record (the processor never hands it over in memory,
+    since the agent's ``step_topic`` is one it never writes to), so that topic alone, read
+    partition by partition, replays every decision (``paystream risk replay``)."""
+
     name = "risk"
     input_topics: tuple[str, ...] = ("risk_requests", "accounts")
-    step_topic = "risk_requests"
+    step_topic = "accounts"  # never written to: see the class docstring
     changelog_topic = "risk_state"
 
     def __init__(self, library: Library) -> None:
@@ -84,7 +89,7 @@ class RiskAgent:
         raise BadInput("not_a_risk_message", f"{schema} is not a risk message")
 
     def decode_step(self, record: dict[str, Any]) -> rm.Message:
-        return to_fact(record, 0)
+        raise BadInput("no_steps", "the risk agent takes no steps in memory")
 
     def decide(self, state: rm.KeyState | None, message: rm.Message) -> list[rm.Event]:
         return self.decide_in(state, message, None)
@@ -177,7 +182,7 @@ class RiskAgent:
         return evolve_all(state, events)
 
     def direct_step(self, event: rm.Event) -> rm.Message | None:
-        return event.fact if isinstance(event, rm.FactForwarded) else None
+        return None  # facts go through the log (see the class docstring)
 
     # --- out ---
 
@@ -190,14 +195,13 @@ class RiskAgent:
                 if d.mode is rm.Mode.live:
                     yield Out("payments", "RiskDecision", d.payment_id, record)
             case rm.FactForwarded():
-                if not direct:
-                    f = event.fact
-                    yield Out(
-                        "risk_requests",
-                        "RiskAccountFact",
-                        f.user_id,
-                        {"user_id": f.user_id, "account": f.account, "kind": f.kind, "ts": f.ts},
-                    )
+                f = event.fact
+                yield Out(
+                    "risk_requests",
+                    "RiskAccountFact",
+                    f.user_id,
+                    {"user_id": f.user_id, "account": f.account, "kind": f.kind, "ts": f.ts},
+                )
 
     def encode_state(self, state: rm.KeyState) -> bytes:
         return encode_state(state)

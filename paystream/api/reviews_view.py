@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -61,17 +62,25 @@ class ReviewsView:
         )
         self._consumer = consumer
         n = partition_count(consumer, self.topic)
-        highs = {p: watermarks(consumer, self.topic, p)[1] for p in range(n)}
+        ends = {}
+        for p in range(n):
+            low, high = watermarks(consumer, self.topic, p)
+            if high > low:
+                ends[p] = high
         consumer.assign([TopicPartition(self.topic, p, 0) for p in range(n)])
+        read: dict[int, int] = {}
         deadline = time.monotonic() + self.settings.limits.process_start_timeout_s
-        while time.monotonic() < deadline:
-            done = [
-                tp.offset >= highs[tp.partition]
-                for tp in consumer.position([TopicPartition(self.topic, p) for p in range(n)])
-            ]
-            if all(done):
-                break
-            self._apply(consumer.consume(1000, timeout=0.2))
+        while ends and time.monotonic() < deadline:
+            msgs = consumer.consume(1000, timeout=0.2)
+            for msg in msgs:
+                part = msg.partition()
+                if msg.error() is None and part is not None:
+                    read[part] = (msg.offset() or 0) + 1
+            self._apply(msgs)
+            if not msgs:  # transaction markers at the end are never delivered: ask where
+                for tp in consumer.position([TopicPartition(self.topic, p) for p in ends]):
+                    read[tp.partition] = max(read.get(tp.partition, 0), tp.offset)
+            ends = {p: h for p, h in ends.items() if read.get(p, 0) < h}
         log.info("view of %s: %d review items", self.topic, len(self.items))
         self._thread = threading.Thread(target=self._tail, name="api-reviews", daemon=True)
         self._thread.start()
@@ -126,16 +135,16 @@ class ReviewsView:
             with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()
 
-    def _apply(self, msgs: list[object]) -> None:
+    def _apply(self, msgs: list[Any]) -> None:
         woken: list[asyncio.Future[None]] = []
         with self._lock:
             for msg in msgs:
-                err = msg.error()  # type: ignore[attr-defined]
+                err = msg.error()
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF and err.fatal():
                         raise KafkaException(err)
                     continue
-                key, value = msg.key(), msg.value()  # type: ignore[attr-defined]
+                key, value = msg.key(), msg.value()
                 if not isinstance(key, bytes) or value is None:
                     continue
                 try:

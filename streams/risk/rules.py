@@ -228,7 +228,7 @@ def _rule(entry: Any, i: int) -> Rule:
             code="bad_rule",
         )
     try:
-        action = Action(entry.get("action"))
+        action = Action(str(entry.get("action")))
     except ValueError:
         raise RuleFileError(
             "action must be allow, review or block", name, code="bad_rule"
@@ -278,7 +278,10 @@ def compile_when(when: str, name: str) -> Any:
                 code="syntax_error",
             ) from None
         raise RuleFileError(
-            f"syntax error at {token.value!r}", name, _column(when, pos), code="syntax_error"
+            f"syntax error at {getattr(token, 'value', '?')!r}",
+            name,
+            _column(when, pos),
+            code="syntax_error",
         ) from None
     except rule_engine.errors.SymbolResolutionError as exc:
         symbol = str(exc.symbol_name)
