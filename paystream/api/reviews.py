@@ -213,9 +213,7 @@ def reviews_router(settings: Settings, real: bool = True) -> APIRouter:
         b = backend_of(request)
         item = found(b, item_id)
         now = time.time_ns() // 1000
-        if item.status != rv.OPEN:
-            return _conflict(item, now)
-        if body.decision not in item.actions:
+        if item.status == rv.OPEN and body.decision not in item.actions:
             raise ApiError(
                 400, "invalid_field", f"decision must be one of {list(item.actions)}", "decision"
             )
@@ -227,6 +225,9 @@ def reviews_router(settings: Settings, real: bool = True) -> APIRouter:
             "ReviewRequest",
             decide_record(item_id, body.decision, body.note, reviewer, request_id, now),
         )
+        if item.status != rv.OPEN:
+            await b.send(item_id, value)  # the queue records the late decision, refused
+            return _conflict(item, now)
         fut = b.watch(item_id)
         try:
             await b.send(item_id, value)
