@@ -38,6 +38,7 @@ from streams.reviews_agent import ITEM_ID_CHARS_MAX, decide_record
 
 from .auth import Principal, principal
 from .errors import ApiError
+from .models import ErrorBody
 
 REVIEW_PATH = "/payments/review/v1"
 ITEM_ID = re.compile(r"[a-z]+:[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,140}\Z")
@@ -74,6 +75,18 @@ class ItemView(BaseModel):
     note: str | None
     reviewer: str | None
     decided_at: str | None
+
+
+class ConflictBody(BaseModel):
+    error: str = Field(description="review_already_decided")
+    message: str
+    item: ItemView = Field(description="The item as it stands: the decision that won.")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in statuses}
+    out["default"] = {"model": ErrorBody, "description": "Any other error"}
+    return out
 
 
 class Backend(Protocol):
@@ -169,6 +182,7 @@ def reviews_router(settings: Settings, real: bool = True) -> APIRouter:
     @router.get(
         REVIEW_PATH,
         response_model=list[ItemView],
+        responses=_errors(400, 401, 403, 503),
         summary="The review queue: overdue items first, then oldest first",
     )
     async def list_items(
@@ -190,7 +204,12 @@ def reviews_router(settings: Settings, real: bool = True) -> APIRouter:
         items.sort(key=lambda i: queue_order(i, now))
         return JSONResponse([item_view(i, now) for i in items[:limit]])
 
-    @router.get(REVIEW_PATH + "/{item_id}", response_model=ItemView, summary="One review item")
+    @router.get(
+        REVIEW_PATH + "/{item_id}",
+        response_model=ItemView,
+        responses=_errors(401, 403, 404, 503),
+        summary="One review item",
+    )
     async def show_item(
         item_id: str, request: Request, who: Annotated[Principal, Depends(principal)]
     ) -> JSONResponse:
@@ -201,6 +220,10 @@ def reviews_router(settings: Settings, real: bool = True) -> APIRouter:
     @router.post(
         REVIEW_PATH + "/{item_id}",
         response_model=ItemView,
+        responses={
+            **_errors(400, 401, 403, 404, 413, 503),
+            409: {"model": ConflictBody, "description": "Another decision came first"},
+        },
         summary="Decide a review item (the first decision wins)",
     )
     async def decide_item(
