@@ -94,7 +94,7 @@ def _request(user: UserState | None, req: RiskRequest, env: Env) -> list[Event]:
     if user is not None and user.saturated:
         values["velocity_saturated"] = True  # counts are lower bounds (USER_EVENTS_MAX)
     model_score, contributions = _score(env.scorer, values)
-    values["model_score"] = model_score
+    values["model_score"] = model_score.normalize() if model_score else Decimal(0)
     events: list[Event] = [
         Decided(
             _decision(env.live, values, model_score, contributions, env.scorer, req, Mode.live, t)
