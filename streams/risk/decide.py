@@ -94,7 +94,7 @@ def _request(user: UserState | None, req: RiskRequest, env: Env) -> list[Event]:
     if user is not None and user.saturated:
         values["velocity_saturated"] = True  # counts are lower bounds (USER_EVENTS_MAX)
     model_score, contributions = _score(env.scorer, values)
-    values["model_score"] = model_score.normalize() if model_score else Decimal(0)
+    values["model_score"] = Decimal(_plain(model_score))
     events: list[Event] = [
         Decided(
             _decision(env.live, values, model_score, contributions, env.scorer, req, Mode.live, t)
@@ -167,17 +167,22 @@ def _decision(
         currency=req.currency,
         mode=mode,
         action=action,
-        score=str(score.normalize()) if score else "0",
+        score=_plain(score),
         escalated=escalated,
         rules_version=rs.version,
         rules_sha256=rs.sha256,
         matched=matched,
         features=recorded(values),
         model_version=scorer.version if scorer is not None else None,
-        model_score=str(model_score.normalize()) if model_score else "0",
+        model_score=_plain(model_score),
         contributions=contributions,
         ts=t,
     )
+
+
+def _plain(d: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: 40, 77.5, 0.42."""
+    return format(d.normalize(), "f") if d else "0"
 
 
 def _account_seen(link: AccountLink | None, msg: AccountSeen) -> list[Event]:
