@@ -43,6 +43,7 @@ from .models import ErrorBody
 REVIEW_PATH = "/payments/review/v1"
 ITEM_ID = re.compile(r"[a-z]+:[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,140}\Z")
 LIST_MAX = 1_000
+_LIST_PARAMS = frozenset({"kind", "status", "limit"})
 
 
 class DecisionBody(BaseModel):
@@ -195,6 +196,9 @@ def reviews_router(settings: Settings, real: bool = True) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=LIST_MAX)] = 200,
     ) -> JSONResponse:
         reviewer_only(who)
+        unknown = sorted(set(request.query_params) - _LIST_PARAMS)
+        if unknown:
+            raise ApiError(400, "invalid_field", "not a parameter of this request", unknown[0][:64])
         now = time.time_ns() // 1000
         items = [
             i

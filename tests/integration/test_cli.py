@@ -141,7 +141,10 @@ def test_up_and_status(stack: CliStack) -> None:
     assert up["broker"]["bootstrap"] == stack.settings.bootstrap
     assert up["broker"]["embedded"] is False
     names = {p["name"]: p for p in up["processes"]}
-    assert set(names) == {"ledger-1", "warehouse", "readside", "detector"}
+    assert set(names) == {
+        *("ledger-1", "warehouse", "readside", "detector"),
+        *("payments-1", "risk-1", "reviews-1", "psp-sim", "executor-1", "api"),
+    }
     assert all(p["alive"] for p in names.values()), up
 
     again = stack.run("up")  # idempotent: nothing new is started

@@ -214,6 +214,7 @@ def test_a_pay_in_to_a_missing_account_is_rejected_by_the_ledger(
     from tests.stack import LedgerStack
 
     stack.start_ledger_worker()
+    stack.start_risk_worker()  # every payment is decided by the risk engine first
     ledger = LedgerStack(settings, workers=1)
     ledger.send(
         [

@@ -192,7 +192,7 @@ def test_payment_events_land_once_each_and_the_latest_version_wins(stack: Ledger
     docs = _documented_queries()
     assert len(docs) == 5
     history, by_psp, rates, fallbacks, stuck = (ch.query(sql).result_rows for sql in docs)
-    assert [h[:2] for h in history] == [(r["version"], r["status"]) for r in statuses[:5]]
+    assert [h[:2] for h in history] == [(r["version"], r["status"]) for r in statuses[:6]]
     assert sorted(by_psp, key=str) == sorted(
         [
             ("backupcard", "succeeded", "USD", 1, Decimal("10.5")),
