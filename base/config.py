@@ -111,6 +111,11 @@ class Limits:
     # without writing it again; the payments worker ignores any duplicate that gets through
     # (it applies a webhook only when it moves the order forward).
     api_webhook_event_ids_max: int = 100_000
+    # Risk engine (docs/risk.md; the core's own limits are in streams.risk.limits): how long
+    # a risk agent waits for a published version's content to show on its topic.
+    risk_library_wait_s: float = 30.0
+    # How long POST /payments/review/v1/{id} waits for the queue to apply its decision.
+    review_decision_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

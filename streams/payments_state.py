@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from streams.payments import model as pm
+from streams.payments_risk import risk_json, risk_of
 
 
 def encode_state(state: pm.State) -> bytes:
@@ -46,6 +47,7 @@ def encode_state(state: pm.State) -> bytes:
             state.wallet_updated,
             [[s.value, ts] for s, ts in state.history],
             state.version,
+            risk_json(state.risk),
         ]
     return json.dumps(v, separators=(",", ":")).encode()
 
@@ -115,4 +117,5 @@ def decode_state(data: bytes) -> pm.State:
         wallet_updated=v[12],
         history=tuple((pm.Status(s), ts) for s, ts in v[13]),
         version=v[14],
+        risk=risk_of(v[15]) if len(v) > 15 else None,  # states written before the risk step
     )

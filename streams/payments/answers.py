@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from streams.ledger.errors import InvariantViolation
+
 from .model import (
     PSP_UNAVAILABLE,
     Attempt,
@@ -43,8 +45,8 @@ def first_attempt(
     """The ledger accepted the payment: its first attempt asks for a token."""
     r = p.request
     choice = choose(psps, p.candidates, (), health, f"{r.payment_option.value} in {r.currency}")
-    if choice is None:  # pragma: no cover - a payment without candidates failed at creation
-        raise ValueError(f"{p.payment_id}: no candidate PSP")
+    if choice is None:  # pragma: no cover - a payment without candidates failed after risk
+        raise InvariantViolation(f"{p.payment_id}: no candidate PSP")
     first = Attempt(1, choice.psp, p.candidates, choice.reason, ts, updated_at=ts)
     return [
         AttemptStarted(p.payment_id, first),

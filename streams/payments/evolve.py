@@ -14,10 +14,14 @@ from .model import (
     LedgerCommandIssued,
     LedgerRefused,
     LedgerUpdated,
+    OutcomeReported,
     PaymentCreated,
     PaymentState,
     PspRequested,
+    ReviewOpened,
     ReviewRequested,
+    RiskRecorded,
+    RiskRequested,
     Snapshot,
     State,
     Status,
@@ -32,7 +36,14 @@ def evolve(state: State | None, event: Event) -> State | None:
             return event.state
         case PaymentCreated():
             return event.state
-        case LedgerCommandIssued() | PspRequested() | ReviewRequested():
+        case (
+            LedgerCommandIssued()
+            | PspRequested()
+            | ReviewRequested()
+            | RiskRequested()
+            | ReviewOpened()
+            | OutcomeReported()
+        ):
             return state
     p = _payment(state, event)
     match event:
@@ -46,6 +57,8 @@ def evolve(state: State | None, event: Event) -> State | None:
                 reason=event.reason if event.reason is not None else kept,
                 history=(*p.history, (event.status, event.ts)),
             )
+        case RiskRecorded():
+            return replace(p, risk=event.summary)
         case LedgerUpdated():
             return replace(p, ledger_updated=True, wallet_updated=True)
         case LedgerRefused():

@@ -61,6 +61,15 @@ EXPECTED_NAMES = {
         "PspBreakerChanged",
         "PspStats",
     },
+    "paystream.risk": {
+        "RiskRequest",
+        "RiskAccountFact",
+        "RiskActivation",
+        "RiskDecision",
+        "RiskVersion",
+        "RiskLabel",
+    },
+    "paystream.reviews": {"ReviewRequest", "ReviewEvent"},
     "paystream.events": {
         "LedgerPosting",
         "CommandOutcome",

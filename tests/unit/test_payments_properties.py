@@ -1,6 +1,7 @@
 """Property: no sequence of PSP answers, webhooks, polls, janitor checks, breaker changes,
 delayed and duplicated retries, crashes and redeliveries charges an order twice, loses a
-succeeded charge, or moves a terminal status.
+succeeded charge, or moves a terminal status; and nothing is asked of the ledger or a PSP
+before the risk engine allowed the payment or a reviewer approved it.
 
 The payments core runs against a deterministic simulation of everything around it: a clock;
 a network that delivers records in any order, any number of times, never before their
@@ -10,7 +11,9 @@ is retried later with the same token, then reported unknown; an ambiguous one is
 once; a janitor's resolve executes a token that never was); PSPs that keep each token's truth
 (executing a token twice charges once, as the two-phase protocol promises), go down and come
 back, complete asynchronous payments later and send webhooks; circuit breakers that the
-worker's routing reads; a ledger that answers each command. Hypothesis drives it all.
+worker's routing reads; a ledger that answers each command; a risk engine that allows, blocks
+or sends the payment to review, and a reviewer who approves or declines. Hypothesis drives it
+all.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ PSPS = (
 TRUTHS = ("succeeded", "declined", "pending_then_succeeded", "pending_then_declined")
 SEC = 1_000_000
 RETRY_TRIES_MAX = 2  # the simulated executor's retries through its delay topics
+RISK_ACTIONS = ("allow", "review", "block")
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Psp:
 
 @dataclass
 class Item:
-    kind: str  # ledger | psp | answer
+    kind: str  # risk | review | ledger | psp | answer
     payload: Any
     not_before: int = 0
 
@@ -73,6 +77,8 @@ class PaymentMachine(RuleBasedStateMachine):
         downs=st.tuples(st.booleans(), st.booleans(), st.booleans()),
         truths=st.tuples(*(st.sampled_from(TRUTHS) for _ in PSPS)),
         breakers=st.tuples(*(st.sampled_from(["closed", "open", "half_open"]) for _ in PSPS)),
+        risk=st.sampled_from(RISK_ACTIONS),
+        approves=st.booleans(),
     )
     def start(
         self,
@@ -81,7 +87,12 @@ class PaymentMachine(RuleBasedStateMachine):
         downs: tuple[bool, ...],
         truths: tuple[str, ...],
         breakers: tuple[str, ...],
+        risk: str,
+        approves: bool,
     ) -> None:
+        self.risk_action = risk
+        self.approves = approves
+        self.risk_requests: list[str] = []  # kinds of the records to the risk engine
         self.breakers = {p.name: b for p, b in zip(PSPS, breakers, strict=True)}
         self.agent = PaymentsAgent(PSPS, self._health)
         self.states: dict[str, Any] = {}
@@ -130,7 +141,13 @@ class PaymentMachine(RuleBasedStateMachine):
                     self._route(o)
 
     def _route(self, o: Out) -> None:
-        if o.topic == "commands":
+        if o.topic == "risk_requests":
+            self.risk_requests.append(o.record["kind"])
+            if o.record["kind"] == "payment":
+                self.network.append(Item("risk", o.record))
+        elif o.topic == "reviews" and o.record["kind"] == pm.REVIEW_KIND:
+            self.network.append(Item("review", o.record))
+        elif o.topic == "commands":
             self.ledger_steps.append(o.record["command_id"].rsplit("/", 1)[1])
             self.network.append(Item("ledger", o.record))
         elif o.topic == "psp_requests":
@@ -143,6 +160,12 @@ class PaymentMachine(RuleBasedStateMachine):
         by the executor through a delay topic)."""
         ts = self._tick()
         r = item.payload
+        if item.kind == "risk":
+            decided = pm.RiskDecided("p1", self.risk_action, ("r",), "1", "v1", "{}", ts)
+            return [Item("answer", decided)]
+        if item.kind == "review":
+            reviewed = pm.ReviewDecided("p1", r["item_id"], self.approves, "rev", "note", ts)
+            return [Item("answer", reviewed)]
         if item.kind == "ledger":
             step = r["command_id"].rsplit("/", 1)[1]
             ok = self.ledger_accepts or step not in ("authorize", "hold")
@@ -309,6 +332,20 @@ class PaymentMachine(RuleBasedStateMachine):
             self.terminal = p.status
 
     @invariant()
+    def nothing_moves_before_risk_lets_it(self) -> None:
+        p = self.states.get("p1")
+        let_through = (
+            isinstance(p, pm.PaymentState)
+            and p.risk is not None
+            and (p.risk.action == "allow" or p.risk.review_decision == "approved")
+        )
+        if not let_through:
+            assert not self.ledger_steps, self.ledger_steps
+            assert not any(x.tokens or x.executed for x in self.psps.values())
+        assert self.risk_requests.count("payment") == 1
+        assert self.risk_requests.count("outcome") <= 1
+
+    @invariant()
     def ledger_steps_are_consistent(self) -> None:
         steps = self.ledger_steps
         assert len(steps) == len(set(steps)), f"a ledger step issued twice: {steps}"
@@ -366,6 +403,12 @@ class PaymentMachine(RuleBasedStateMachine):
         assert isinstance(p, pm.PaymentState)
         reviewed = p.attempt is not None and p.attempt.review
         assert p.status in TERMINAL or reviewed, (p.status, p.attempt)
+        stopped = {"block": pm.RISK_BLOCKED, "review": None if self.approves else pm.RISK_DECLINED}
+        if stopped.get(self.risk_action):
+            assert (p.status, p.reason) == (pm.Status.rejected, stopped[self.risk_action])
+            assert not self.ledger_steps and self.risk_requests == ["payment", "outcome"]
+        ended_badly = p.status in (pm.Status.failed, pm.Status.rejected)
+        assert self.risk_requests.count("outcome") == (1 if ended_badly else 0)
         executed = [x for x in self.psps.values() if x.executed]
         if p.status is pm.Status.succeeded:
             assert executed and executed[0].final() == "succeeded" and p.ledger_updated
