@@ -131,11 +131,6 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Each executor's calls per PSP over the breaker window, every second (compacted).",
         compacted=True,
     ),
-    TopicSpec(
-        "psp_review",
-        "paystream.psp-review.v1",
-        "Orders the poller or the janitor could not resolve: for a person to look at.",
-    ),
     # Risk engine (docs/risk.md): its input keyed by user, co-partitioned with its changelog.
     TopicSpec(
         "risk_requests",
@@ -165,7 +160,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         "paystream.risk-labels.v1",
         "Training labels for payments: fraud or legit, and their source.",
     ),
-    # The review queue (risk, and reconciliation later): keyed by item id.
+    # The review queue (risk; recon: reconciliation, and the PSP orders the poller or the
+    # janitor could not resolve): keyed by item id.
     TopicSpec(
         "reviews",
         "paystream.reviews.v1",

@@ -6,6 +6,7 @@ The only place that knows both the payment records (schemas/*.avsc) and the doma
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -269,25 +270,40 @@ def _psp_request(e: pm.PspRequested) -> Out:
 
 
 def _review_record(e: pm.ReviewRequested) -> Out:
+    """An order the poller or the janitor gave up on: an item on the review queue (kind
+    recon, category psp_unresolved), its evidence what the PSP last said."""
     p, a = e.payment, e.attempt
+    item = pm.psp_review_id_of(p.payment_id, a.n, a.checks)
+    evidence = {
+        "payment_order_id": p.order_id,
+        "attempt": a.n,
+        "psp": a.psp,
+        "token": a.token,
+        "status": p.status.value,
+        "checks": a.checks,
+        "code": a.code,
+        "reason": e.reason,
+        "type": p.request.type.value,
+        "amount": p.request.amount,
+        "currency": p.request.currency,
+    }
     return Out(
-        "psp_review",
-        "PspReview",
-        p.payment_id,
+        "reviews",
+        "ReviewRequest",
+        item,
         {
-            "review_id": f"{p.order_id}/{a.n}/review/{a.checks}",
+            "request_id": f"{item}/open",
+            "op": "open",
+            "item_id": item,
+            "kind": pm.PSP_REVIEW_KIND,
             "payment_id": p.payment_id,
-            "payment_order_id": p.order_id,
-            "attempt": a.n,
-            "psp": a.psp,
-            "token": a.token,
-            "status": p.status.value,
-            "checks": a.checks,
-            "code": a.code,
-            "reason": e.reason,
-            "type": p.request.type.value,
-            "amount": p.request.amount,
-            "currency": p.request.currency,
+            "rules": [],
+            "category": pm.PSP_REVIEW_CATEGORY,
+            "evidence": json.dumps(evidence, separators=(",", ":")),
+            "actions": ["resolve"],
+            "decision": None,
+            "note": None,
+            "reviewer": None,
             "ts": e.ts,
         },
     )

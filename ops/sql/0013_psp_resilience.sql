@@ -8,4 +8,4 @@ ALTER TABLE payment_attempts
 
 ALTER TABLE payment_attempts
     ADD COLUMN IF NOT EXISTS review Bool DEFAULT false
-    COMMENT 'the poller or the janitor gave up: handed to review (paystream.psp-review.v1)' AFTER checks;
+    COMMENT 'the poller or the janitor gave up: handed to the review queue (a recon item)' AFTER checks;

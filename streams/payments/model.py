@@ -101,6 +101,17 @@ def review_id_of(payment_id: str) -> str:
     return f"{REVIEW_KIND}:{payment_id}"
 
 
+# An order the poller or the janitor could not resolve goes to the same review queue, as a
+# reconciliation item of this category (docs/psp-resilience.md); it stays pending or unknown.
+PSP_REVIEW_KIND = "recon"
+PSP_REVIEW_CATEGORY = "psp_unresolved"
+
+
+def psp_review_id_of(payment_id: str, attempt: int, checks: int) -> str:
+    """The review item of an order handed over after ``checks`` polls or janitor checks."""
+    return f"{PSP_REVIEW_KIND}:psp/{order_id_of(payment_id)}/{attempt}/{checks}"
+
+
 # --- Messages ---
 
 
@@ -263,7 +274,7 @@ class Attempt:
     # before the current chain began (a chain restarts when pending and unknown alternate).
     checks: int = 0
     chain_from: int = 0
-    review: bool = False  # handed to the review queue (paystream.psp-review.v1)
+    review: bool = False  # handed to the review queue (a recon item, psp_unresolved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,8 +430,8 @@ class PspRequested:
 
 @dataclass(frozen=True, slots=True)
 class ReviewRequested:
-    """The poller or the janitor gave up on an order: a person looks at it (the
-    reconciliation issue builds the queue; until then, paystream.psp-review.v1)."""
+    """The poller or the janitor gave up on an order: a person looks at it (an item of kind
+    ``recon``, category ``psp_unresolved``, on the review queue, paystream.reviews.v1)."""
 
     payment: PaymentState
     attempt: Attempt

@@ -10,7 +10,8 @@ depends on them (as the ledger's live in streams.ledger.model).
 * **Janitor**: an order ``unknown`` (execute was sent and no definitive answer came) is
   resolved at the same PSP with the same token, at each delay of ``JANITOR_SCHEDULE_S``
   after the previous answer: 10 s, 1 min, 10 min, 1 h, then daily for a week; still unknown
-  after the last, it goes to review (``paystream.psp-review.v1``) and stays ``unknown``.
+  after the last, it goes to review (a ``recon`` item of category ``psp_unresolved`` on
+  ``paystream.reviews.v1``) and stays ``unknown``.
 
 A chain asks once at a time: the next request is decided only when the answer to the
 previous one arrives (or its call failed), so two polls of one order never overlap.

@@ -56,7 +56,6 @@ EXPECTED_NAMES = {
         "RequestPayment",
         "PspResult",
         "PspRequest",
-        "PspReview",
         "PspDeadLetter",
         "PspBreakerChanged",
         "PspStats",

@@ -4,6 +4,7 @@ review, and what late, repeated and stray answers do (nothing)."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -88,14 +89,22 @@ def test_unknown_after_the_last_check_goes_to_review_and_stays_unknown() -> None
         outs = w.psp("p1", 1, "cardco", "answered", status="unknown", code="timeout", check=n, source="janitor")  # fmt: skip
         if n < len(JANITOR_SCHEDULE_S):
             assert requests(outs)[0]["check"] == n + 1
-    (review,) = [o for o in outs if o.topic == "psp_review"]
-    assert review.schema == "PspReview" and review.key == "p1"
-    assert (review.record["status"], review.record["checks"], review.record["psp"]) == (
+    (review,) = [o for o in outs if o.topic == "reviews"]
+    item = f"recon:psp/p1/1/1/{len(JANITOR_SCHEDULE_S)}"
+    assert (review.schema, review.key, review.record["item_id"]) == ("ReviewRequest", item, item)
+    assert (review.record["kind"], review.record["category"], review.record["op"]) == (
+        "recon",
+        "psp_unresolved",
+        "open",
+    )
+    assert (review.record["payment_id"], review.record["actions"]) == ("p1", ["resolve"])
+    evidence = json.loads(review.record["evidence"])
+    assert (evidence["status"], evidence["checks"], evidence["psp"]) == (
         "unknown",
         len(JANITOR_SCHEDULE_S),
         "cardco",
     )
-    assert "janitor" in review.record["reason"] and requests(outs) == []
+    assert "janitor" in evidence["reason"] and requests(outs) == []
     p = w.payment()
     assert p.status is pm.Status.unknown and p.attempt is not None and p.attempt.review
     # Still, a definitive answer that comes later (an operator's replay, a webhook) settles it.
@@ -146,7 +155,8 @@ def test_a_pending_order_goes_to_review_after_the_last_poll() -> None:
     w.psp("p1", 1, "bankco", "answered", status="pending")
     for n in range(1, POLLS_MAX + 1):
         outs = w.psp("p1", 1, "bankco", "answered", status="pending", check=n, source="poll")
-    assert [o.record["status"] for o in outs if o.topic == "psp_review"] == ["pending"]
+    reviews = [json.loads(o.record["evidence"]) for o in outs if o.topic == "reviews"]
+    assert [r["status"] for r in reviews] == ["pending"]
     assert w.payment().status is pm.Status.pending
 
 
