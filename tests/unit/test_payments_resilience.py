@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from schemas.codec import Codec
 from streams.agent import Out
 from streams.payments import model as pm
 from streams.payments.routing import PspHealth, PspInfo, choose, route
@@ -18,6 +19,7 @@ from streams.payments.schedule import (
     poll_delay_us,
 )
 from streams.payments_agent import PaymentsAgent
+from streams.reviews_agent import ReviewsAgent, decide_record, to_message
 from tests.unit.test_payments_core import PSPS, World, _only
 
 SEC = 1_000_000
@@ -209,3 +211,26 @@ def test_amount_rules() -> None:
     assert route([small, big], "card", "USD", "nonsense").candidates == ("small", "big")
     assert "for 1e9" in route([small], "card", "USD", "1e9").reason
     assert choose([small, big], ("small", "big"), ("small", "big"), {}) is None
+
+
+def test_the_review_queue_takes_the_janitors_hand_off_and_resolving_it_leaves_the_order() -> None:
+    """The recon item the payments open is one the review queue accepts (through the Avro
+    codec), with resolve as its only decision, and no decision of it reaches the payments."""
+    w = World()
+    to_unknown(w)
+    for n in range(1, len(JANITOR_SCHEDULE_S) + 1):
+        outs = w.psp("p1", 1, "cardco", "answered", status="unknown", code="timeout", check=n, source="janitor")  # fmt: skip
+    (review,) = [o for o in outs if o.topic == "reviews"]
+    codec = Codec.default()
+    name, record = codec.decode(codec.encode(review.schema, review.record))
+    queue = ReviewsAgent()
+    msg = queue.decode("reviews", name, record, w.ts)
+    item = queue.evolve(None, queue.decide(None, msg))
+    assert item is not None and (item.kind, item.category, item.actions) == (
+        "recon",
+        "psp_unresolved",
+        ("resolve",),
+    )
+    decided = queue.decide(item, to_message(decide_record(item.item_id, "resolve", "charged", "ops", "r1", w.ts), w.ts))  # fmt: skip
+    assert not [o for e in decided for o in queue.records(e, False) if o.topic == "payments"]
+    assert queue.evolve(item, decided).status == "resolved"  # type: ignore[union-attr]
