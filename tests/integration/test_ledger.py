@@ -18,8 +18,8 @@ from base.config import kafka_client_config
 from base.kafka import reader
 from base.topics import TopicNames
 from paystream import queries
-from paystream.stack import worker_name
 from paystream.oracle import Oracle
+from paystream.stack import worker_name
 from paystream.workload import Workload
 from tests.stack import LedgerStack, cli
 
