@@ -46,6 +46,14 @@ from connectors.payment_rows import (
     payment_attempt_row,
     payment_status_row,
 )
+from connectors.schedule_rows import (
+    OCCURRENCE_COLUMNS,
+    OCCURRENCE_TABLE,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_TABLE,
+    occurrence_row,
+    schedule_row,
+)
 from schemas.codec import HEADER_BYTES, MAGIC, Codec
 from schemas.errors import DecodeError
 
@@ -167,6 +175,8 @@ COLUMNS = {
     "alerts": ALERT_COLUMNS,
     PAYMENT_STATUS_TABLE: PAYMENT_STATUS_COLUMNS,
     PAYMENT_ATTEMPT_TABLE: PAYMENT_ATTEMPT_COLUMNS,
+    SCHEDULE_TABLE: SCHEDULE_COLUMNS,
+    OCCURRENCE_TABLE: OCCURRENCE_COLUMNS,
 }
 
 
@@ -304,6 +314,13 @@ class WarehouseSink:
             ),
             (events, "PaymentAttempt"): lambda r, p, o: sink.add(
                 PAYMENT_ATTEMPT_TABLE, payment_attempt_row(r, p, o)
+            ),
+            # Scheduled payments (0006): snapshots and occurrences.
+            (self.topics.schedule_events, "ScheduleChanged"): lambda r, p, o: sink.add(
+                SCHEDULE_TABLE, schedule_row(r, p, o)
+            ),
+            (self.topics.schedule_events, "ScheduleOccurrence"): lambda r, p, o: sink.add(
+                OCCURRENCE_TABLE, occurrence_row(r, p, o)
             ),
         }
 

@@ -604,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paystream.cli_payments import register as register_payments
 
     register_payments(sub, verb)
+    from paystream.cli_schedule import register as register_schedules
+
+    register_schedules(sub, verb)
     sp = sub.add_parser("readside")  # internal: the faust read side
     sp.set_defaults(fn=cmd_readside)
     sp.add_argument("--web-port", type=int, default=6066)

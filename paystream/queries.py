@@ -324,7 +324,10 @@ def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     n = TopicNames(settings.topic_prefix)
     p = settings.topic_prefix
     return [
-        (p + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events]),
+        (
+            p + SINK_GROUP,
+            [n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events, n.schedule_events],
+        ),
         (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),
         (p + DETECTOR_GROUP, [n.transfers, n.accounts]),
     ]

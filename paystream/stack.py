@@ -36,6 +36,7 @@ PAYMENTS_ROLE = "payments-worker"
 EXECUTOR_ROLE = "psp-executor"
 API_ROLE = "api"
 PSP_SIM_ROLE = "psp-sim"
+SCHEDULER_ROLE = "scheduler"
 DEFAULT_WORKERS = 2
 DEFAULT_PAYMENT_WORKERS = 1
 # The embedded simulator's PSPs, in port order from Settings.psp_sim_port.
@@ -154,6 +155,14 @@ def executor_spec(i: int = 1) -> ProcessSpec:
     return ProcessSpec(f"executor-{i}", EXECUTOR_ROLE, ("executor", "--instance", str(i)))
 
 
+def scheduler_name(i: int) -> str:
+    return f"scheduler-{i}"
+
+
+def scheduler_spec(i: int = 1) -> ProcessSpec:
+    return ProcessSpec(scheduler_name(i), SCHEDULER_ROLE, ("scheduler", "--instance", str(i)))
+
+
 def api_spec(settings: Settings) -> ProcessSpec:
     return ProcessSpec("api", API_ROLE, ("api",), f"http://127.0.0.1:{settings.api_port}/health")
 
@@ -223,6 +232,8 @@ class Layout:
     executor: bool = False
     api: bool = False
     psp_sim: bool = False
+    # Scheduled payments (docs/schedules.md): scheduler processes (one consumer group).
+    schedulers: int = 0
 
     @staticmethod
     def full(
@@ -238,6 +249,7 @@ class Layout:
             executor=True,
             api=True,
             psp_sim=True,
+            schedulers=1,
         )
 
     @property
@@ -261,6 +273,7 @@ def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
         specs.append(executor_spec())
     if layout.api:
         specs.append(api_spec(settings))
+    specs += [scheduler_spec(i) for i in range(1, layout.schedulers + 1)]
     return specs
 
 
@@ -302,7 +315,7 @@ class Stack:
             self.layout.brokers,
             security=s.kafka_security,
         )
-        if self.layout.readside or self.layout.api:
+        if self.layout.readside or self.layout.api or self.layout.schedulers:
             api_token(s)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
         if self.layout.payments and self.layout.psp_sim:
             write_psps_toml(s)

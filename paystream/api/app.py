@@ -32,6 +32,7 @@ from .models import (
     PaymentView,
     WebhookAnswer,
 )
+from .schedules import schedule_routes
 from .webhooks import Webhooks
 
 PAYMENTS_PATH = "/payments/payment/v1"
@@ -140,6 +141,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit_bytes=limits.http_body_bytes_max)
     app.add_middleware(SecurityHeaders)  # outermost: also on the body limit's 413
     _routes(app)
+    app.include_router(schedule_routes(settings, start_view=view is None, on_fatal=on_fatal))
     return app
 
 

@@ -48,6 +48,7 @@ from streams.watchdog import Watchdog
 from . import wire
 from .clock import Clock, SystemClock
 from .errors import FatalProcessorError
+from .memstore import LatestRecords
 from .submit import Job, Pool
 from .timers import Timers
 
@@ -96,33 +97,6 @@ class Counters:
     dead_letters: int = 0
     restored: int = 0
     started_at: float = field(default_factory=time.monotonic)
-
-
-class _Partition:
-    """One partition of the store, restored into memory (``restore``): the latest record of
-    each key (a tail not compacted yet holds older ones too), decoded once at the end."""
-
-    def __init__(self) -> None:
-        self.latest: dict[bytes, bytes | None] = {}
-        self._next = 0
-
-    @property
-    def checkpoint(self) -> int:
-        return self._next
-
-    def apply_raw(self, items: list[tuple[bytes, bytes | None]], next_offset: int) -> None:
-        for key, value in items:
-            self.latest[key] = value
-        self._next = next_offset
-
-    def into(self, states: dict[str, sm.ScheduleState], codec: Codec) -> None:
-        for key, value in self.latest.items():
-            if value is None:
-                states.pop(key.decode(), None)
-            else:
-                s = wire.decode_state(value, codec)
-                states[s.schedule_id] = s
-        self.latest.clear()
 
 
 @dataclass
@@ -243,7 +217,7 @@ class Scheduler:
         if not new:
             return
         before = len(self.states)
-        stores = {p: _Partition() for p in new}
+        stores = {p: LatestRecords() for p in new}
         self.counters.restored += restore(
             self.restorer,
             stores,
@@ -252,7 +226,12 @@ class Scheduler:
             timeout_s=self.limits.transaction_timeout_ms / 1000 + 60,
         )
         for store in stores.values():
-            store.into(self.states, self.codec)
+            for key, value in store.latest.items():
+                if value is None:
+                    self.states.pop(key.decode(), None)
+                else:
+                    s = wire.decode_state(value, self.codec)
+                    self.states[s.schedule_id] = s
         self.owned |= new
         for s in list(self.states.values()):
             if partition_for(s.schedule_id, self.partitions) in new:

@@ -32,7 +32,7 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path: Path) -> None:
     for pkg in ("base", "ops", "schemas", "producers", "connectors", "streams", "paystream"):
         (tmp_path / pkg).mkdir()
         (tmp_path / pkg / "__init__.py").write_text("")
-    for sub in ("ledger", "readside", "detector"):
+    for sub in ("ledger", "readside", "detector", "schedules", "scheduler"):
         (tmp_path / "streams" / sub).mkdir()
         (tmp_path / "streams" / sub / "__init__.py").write_text("")
     for mod in ("processor", "store", "records", "watchdog"):  # named by the contracts

@@ -10,12 +10,20 @@ import pytest
 
 import streams.ledger
 import streams.payments
+import streams.schedules
 
 CORE = Path(streams.ledger.__file__).parent
 PAYMENTS_CORE = Path(streams.payments.__file__).parent
 ALLOWED_TOP_LEVEL = {"__future__", "dataclasses", "enum", "typing", "collections", "functools"}
 # The payments core may also use the ledger's pure error type and stdlib dates and decimals.
 PAYMENTS_ALLOWED = {*ALLOWED_TOP_LEVEL, "datetime", "decimal", "streams.ledger.errors"}
+SCHEDULES_CORE = Path(streams.schedules.__file__).parent
+# The schedules core: dates and zones (dateutil's rules, zoneinfo), hashing for the jitter,
+# sys for the search budget's call counter; the ledger's error type, the payments' vocabulary.
+SCHEDULES_ALLOWED = {
+    *ALLOWED_TOP_LEVEL, "datetime", "zoneinfo", "dateutil", "hashlib", "re", "sys", "types",
+    "streams.ledger.errors", "streams.payments.model",
+}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:
@@ -43,6 +51,15 @@ def test_payments_core_imports_only_pure_modules() -> None:
         for name in _imports(path):
             allowed = name in PAYMENTS_ALLOWED or name.split(".")[0] in PAYMENTS_ALLOWED
             assert allowed, f"payments/{path.name} imports {name}"
+
+
+def test_schedules_core_imports_only_pure_modules() -> None:
+    files = sorted(SCHEDULES_CORE.glob("*.py"))
+    assert len(files) >= 8
+    for path in files:
+        for name in _imports(path):
+            allowed = name in SCHEDULES_ALLOWED or name.split(".")[0] in SCHEDULES_ALLOWED
+            assert allowed, f"schedules/{path.name} imports {name}"
 
 
 @pytest.mark.parametrize("module", ["fastapi", "httpx", "confluent_kafka.admin"])
