@@ -52,6 +52,9 @@ class SchedulesClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._http.close()
 
     def _call(
