@@ -71,7 +71,9 @@ def schedule_body(
     return body
 
 
-def create(client: SchedulesClient, body: dict[str, Any], key: str, deadline_s: float = 120) -> dict[str, Any]:
+def create(
+    client: SchedulesClient, body: dict[str, Any], key: str, deadline_s: float = 120
+) -> dict[str, Any]:
     """POST, retried with the same key while the scheduler is away (503)."""
     end = time.monotonic() + deadline_s
     while True:
@@ -117,12 +119,16 @@ def payments_of(settings: Settings, schedule_id: str, occurrences: list[int]) ->
                 if exc.status == 404:
                     continue
                 raise
-            created = int(datetime.fromisoformat(p["created_at"].replace("Z", "+00:00")).timestamp() * US)
+            created = int(
+                datetime.fromisoformat(p["created_at"].replace("Z", "+00:00")).timestamp() * US
+            )
             out[at] = Payment(pid, p["status"], p["amount"], created)
     return out
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float, logs: Callable[[], str]) -> None:
+def wait_until(
+    what: str, check: Callable[[], bool], timeout_s: float, logs: Callable[[], str]
+) -> None:
     end = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > end:

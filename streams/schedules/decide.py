@@ -282,6 +282,8 @@ def _update(state: ScheduleState, m: Update, policy: Policy) -> list[Event]:
         return [CommandRecorded(m.command_id, REFUSED_RULE, now)]
     if nd != d:
         events.append(DefinitionChanged(nd, nxt, not_before, now))
+    if state.backfill is not None and (nd.rrule, nd.start_local) != (d.rrule, d.start_local):
+        events.append(BackfillChanged(None, now))  # its occurrences were the old rule's
     resumed = target is ST.active and state.status is not ST.active
     if target is ST.paused and state.status is ST.active:
         events.append(StatusChanged(ST.paused, "paused by the user", now))

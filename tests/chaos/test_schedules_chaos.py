@@ -113,7 +113,9 @@ def test_kills_of_the_scheduler_pay_every_occurrence_exactly_once(stack: Stack) 
     )
 
     # --- the kills: each just before a MINUTELY occurrence falls due ---
-    dues = sorted({at for m in minutely for at in expected("FREQ=MINUTELY", m.start, t0 + 2 * HOUR)})
+    dues = sorted(
+        {at for m in minutely for at in expected("FREQ=MINUTELY", m.start, t0 + 2 * HOUR)}
+    )
     kills: list[Kill] = []
     long_done = False
     end_chaos = time.time() + CHAOS_S

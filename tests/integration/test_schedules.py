@@ -70,7 +70,9 @@ def _contract(s: Settings, client: SchedulesClient, logs: object) -> None:
         assert (err.value.status, err.value.field) == (400, field), (change, err.value)
     http = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=30)
     body = schedule_body(USER, ACCT, "FREQ=DAILY", t0)
-    r = http.post("/payments/scheduled-payment/v1", json=body, headers={"Authorization": "Bearer x"})
+    r = http.post(
+        "/payments/scheduled-payment/v1", json=body, headers={"Authorization": "Bearer x"}
+    )
     assert r.status_code == 401
     r = http.post(
         "/payments/scheduled-payment/v1",
@@ -87,7 +89,9 @@ def _contract(s: Settings, client: SchedulesClient, logs: object) -> None:
     again, replayed = client.create(schedule_body(USER, ACCT, "FREQ=MINUTELY", start), "k-minutely")
     assert replayed and again == minutely
     with pytest.raises(ApiError) as err:
-        client.create(schedule_body(USER, ACCT, "FREQ=MINUTELY", start, amount="9.00"), "k-minutely")
+        client.create(
+            schedule_body(USER, ACCT, "FREQ=MINUTELY", start, amount="9.00"), "k-minutely"
+        )
     assert (err.value.status, err.value.code) == (422, "idempotency_key_reused")
     with pytest.raises(ApiError) as err:
         client.create(schedule_body(USER, ACCT, "FREQ=DAILY", start, schedule_id=sid), "k-other")
@@ -106,7 +110,9 @@ def _contract(s: Settings, client: SchedulesClient, logs: object) -> None:
     # --- three failed payments in a row pause a schedule, saying why ---
     failing = create(
         client,
-        schedule_body(USER, ACCT, "FREQ=MINUTELY", (t0 // US) * US - 170 * US, instrument=DECLINED_CARD),
+        schedule_body(
+            USER, ACCT, "FREQ=MINUTELY", (t0 // US) * US - 170 * US, instrument=DECLINED_CARD
+        ),
         "k-failing",
     )
     fid = failing["schedule_id"]
@@ -129,7 +135,13 @@ def _contract(s: Settings, client: SchedulesClient, logs: object) -> None:
     while page["next_after"]:
         page = client.list(user_id=USER, limit=2, after=page["next_after"])
         seen += [x["schedule_id"] for x in page["schedules"]]
-    assert sorted(seen) == seen and set(seen) == {sid, hid, fid, paused["schedule_id"], deleted["schedule_id"]}
+    assert sorted(seen) == seen and set(seen) == {
+        sid,
+        hid,
+        fid,
+        paused["schedule_id"],
+        deleted["schedule_id"],
+    }
     assert client.list(user_id=USER, type="pay_out")["schedules"] == []
     assert client.list(user_id="nobody")["schedules"] == []
 
@@ -153,9 +165,7 @@ def _contract(s: Settings, client: SchedulesClient, logs: object) -> None:
         logs,
     )  # fmt: skip
     m = client.get(sid)
-    late = {
-        o["occurrence_at"]: _s(o["submitted_at"]) - _s(o["due_at"]) for o in m["occurrences"]
-    }
+    late = {o["occurrence_at"]: _s(o["submitted_at"]) - _s(o["due_at"]) for o in m["occurrences"]}
     assert late[iso(nxt)] <= 5.0, late
     pays = payments_of(s, sid, expected("FREQ=MINUTELY", start, nxt))
     assert set(pays) == {start, start + MIN, nxt}
@@ -214,11 +224,14 @@ def _contract(s: Settings, client: SchedulesClient, logs: object) -> None:
     out = cli(s, "schedule", "show", "no-such-schedule")
     assert out.returncode == 1 and "schedule_not_found" in out.stderr
     out = cli(s, "status", "--json")
-    assert any(p["name"] == "scheduler-1" and p["alive"] for p in json.loads(out.stdout)["processes"])
+    assert any(
+        p["name"] == "scheduler-1" and p["alive"] for p in json.loads(out.stdout)["processes"]
+    )
 
     # --- the warehouse: a snapshot per schedule, a row per occurrence event ---
-    from tests.stack import LedgerStack  # noqa: F401  (the warehouse client below)
     import clickhouse_connect
+
+    from tests.stack import LedgerStack  # noqa: F401  (the warehouse client below)
 
     wh = clickhouse_connect.get_client(host="127.0.0.1", port=s.warehouse_port)
 
