@@ -314,6 +314,8 @@ def payments_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     groups = [
         (p + group_of("payments"), [n.payments]),
         (p + EXECUTOR_GROUP, [n.psp_requests]),
+        # The schedulers: schedule commands, and the payments' outcomes they follow.
+        (p + group_of("scheduler"), [n.schedule_commands, n.payment_events]),
     ]
     return [(g, topics) for g, topics in groups if _active(settings, g)]
 
