@@ -201,11 +201,17 @@ def _print_list(body: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("schedule", "user", "type", "amount", "rule", "status", "next run", title=None)
+    t = Table()
+    t.add_column("schedule", no_wrap=True)
+    t.add_column("type")
+    t.add_column("amount", justify="right")
+    t.add_column("rule", overflow="fold")
+    t.add_column("status")
+    t.add_column("next run", overflow="fold")
     for x in body["schedules"]:
         t.add_row(
-            x["schedule_id"], x["user_id"], x["type"], f"{x['amount']} {x['currency']}",
-            x["rrule"], x["status"], x["next_run_at"] or "",
+            x["schedule_id"], x["type"], f"{x['amount']} {x['currency']}", x["rrule"],
+            x["status"], x["next_run_at"] or "",
         )  # fmt: skip
     console = Console()
     console.print(t)
@@ -221,7 +227,7 @@ def _print_one(x: dict[str, Any]) -> None:
     reason = f" ({x['status_reason']})" if x.get("status_reason") else ""
     console.print(
         f"[bold]{x['schedule_id']}[/bold] {x['type']} {x['amount']} {x['currency']} "
-        f"{x['from_acct']} -> {x['to_acct']} via {x['payment_option']}: "
+        f"{x['from_acct']} -> {x['to_acct']} via {x['payment_option']}, user {x['user_id']}: "
         f"[bold]{x['status']}[/bold]{reason}"
     )
     end = f", until {x['end_at']}" if x.get("end_at") else ""
@@ -235,7 +241,12 @@ def _print_one(x: dict[str, Any]) -> None:
         console.print(f"backfill {b['from']} .. {b['to']}: next {b['next']}")
     occurrences = x.get("occurrences") or []
     if occurrences:
-        t = Table("occurrence", "status", "payment", "payment status", "late (s)", "note")
+        t = Table()
+        t.add_column("occurrence", no_wrap=True)
+        t.add_column("status")
+        t.add_column("payment status")
+        t.add_column("late (s)", justify="right")
+        t.add_column("note", overflow="fold")
         for o in occurrences:
             late = ""
             if o["submitted_at"] and o["due_at"]:
@@ -245,11 +256,9 @@ def _print_one(x: dict[str, Any]) -> None:
                 note = f"{o['skipped_count']} through {o['skipped_through']}: {note}"
             if o["backfill"]:
                 note = f"backfill {note}".strip()
-            t.add_row(
-                o["occurrence_at"], o["status"], o["payment_id"] or "", o["payment_status"] or "",
-                late, note,
-            )  # fmt: skip
+            t.add_row(o["occurrence_at"], o["status"], o["payment_status"] or "", late, note)
         console.print(t)
+        console.print("payments: sched-<schedule id>-<occurrence as YYYYMMDDTHHMMSSZ>")
 
 
 def _seconds(iso: str) -> float:

@@ -41,6 +41,8 @@ class PaymentApiSender:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PaymentApiSender:
+        # One line per request is httpx's INFO; the scheduler logs each occurrence itself.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         limits = settings.limits
         return cls(
             f"http://127.0.0.1:{settings.api_port}",

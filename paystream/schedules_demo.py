@@ -84,6 +84,7 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
             time.sleep(1.0)
         views = {name: client.get(sid) for name, sid in created.items()}
     fired = [o for o in views["minutely"]["occurrences"] if o["payment_status"] == "succeeded"]
+    fired.sort(key=lambda o: o["occurrence_at"])
     late = [round(_s(o["submitted_at"]) - _s(o["due_at"]), 2) for o in fired]
     model = Decimal("1.00") * len(fired)
     view = queries.account(settings, acct)
@@ -119,20 +120,26 @@ def print_summary(s: dict[str, Any]) -> None:
         console.print("scheduled payments: no scheduler running (paystream up starts it)")
         return
     t = Table(title="scheduled payments demo", title_justify="left")
-    for col in ("schedule", "id", "type", "amount", "rule", "status", "next run"):
-        t.add_column(col, overflow="fold")
+    t.add_column("schedule")
+    t.add_column("id", no_wrap=True)
+    t.add_column("amount", justify="right")
+    t.add_column("rule", overflow="fold")
+    t.add_column("status")
+    t.add_column("next run", overflow="fold")
     for x in s["schedules"]:
         rule = x["rrule"] + ("" if x["timezone"] == "UTC" else f" ({x['timezone']})")
         t.add_row(
-            x["name"], x["schedule_id"], x["type"], x["amount"], rule, x["status"],
-            x["next_run_at"] or "",
-        )  # fmt: skip
+            x["name"], x["schedule_id"], x["amount"], rule, x["status"], x["next_run_at"] or ""
+        )
     console.print(t)
     m = s["minutely"]
+    fired = ", ".join(
+        f"{at} (+{late} s)" for at, late in zip(m["occurrences"], m["seconds_late"], strict=True)
+    )
     console.print(
-        f"the MINUTELY schedule fired {m['fired']} times ({', '.join(m['occurrences'])}; "
-        f"submitted {', '.join(str(x) for x in m['seconds_late'])} s after due); "
-        f"balance {s['balance']} = model {s['balance_model']}: "
+        f"the MINUTELY schedule fired {m['fired']} times, submitted after due by: {fired} (its "
+        f"first was a minute old when it was created: caught up at once); balance "
+        f"{s['balance']} = model {s['balance_model']}: "
         f"{'yes' if s['balance'] == s['balance_model'] else 'NO'}"
     )
     console.print(

@@ -60,6 +60,8 @@ GROUP = group_of(AGENT)  # paystream-scheduler
 # once, up to this many times a cycle, so its next occurrence need not wait a cycle.
 _DUE_STEPS_MAX = 8
 _STATS_EVERY_S = 60.0
+# Offsets of records that changed nothing are committed at most this often.
+_OFFSETS_EVERY_S = 1.0
 
 
 def policy_of(settings: Settings) -> sm.Policy:
@@ -155,6 +157,8 @@ class Scheduler:
         self._stats_at = time.monotonic()
         # Answers of a cycle whose transaction failed: decided again in the next one.
         self._requeued: list[sm.Submitted] = []
+        self._pending_offsets: dict[tuple[str, int], int] = {}
+        self._committed_at = time.monotonic()
 
     # --- lifecycle ---
 
@@ -247,6 +251,7 @@ class Scheduler:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.next_offsets.pop((tp.topic, tp.partition), None)
+            self._pending_offsets.pop((tp.topic, tp.partition), None)
         gone = {tp.partition for tp in partitions if tp.topic == self.t_commands}
         if not gone:
             return
@@ -290,14 +295,23 @@ class Scheduler:
                 j.schedule_id == sid and j.backfill for j in w.launches
             ):
                 self._step(w, sid, sm.BackfillDue(sid, now))
-        # 3. One transaction (when there is anything to commit).
-        if w.states or w.outs or w.offsets:
+        # 3. One transaction, when there is anything to commit. Offsets alone (payment events
+        # of other payments) wait, up to a second: read again after a crash, they change
+        # nothing.
+        before = dict(self._pending_offsets)
+        self._pending_offsets.update(w.offsets)
+        offsets_due = time.monotonic() - self._committed_at >= _OFFSETS_EVERY_S
+        if w.states or w.outs or (self._pending_offsets and offsets_due):
+            w.offsets = dict(self._pending_offsets)
             try:
                 self._commit(w)
                 self._failures = 0
             except KafkaException as exc:
+                self._pending_offsets = before  # this cycle's records are read again
                 self._failed(exc, msgs, w)
                 return
+            self._pending_offsets = {}
+            self._committed_at = time.monotonic()
         # 4. Only now: keep, launch, arm.
         self._apply(w)
         self._stats()
