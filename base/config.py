@@ -113,6 +113,27 @@ class Limits:
     # GET /payments/scheduled-payment/v1: schedules per page (default, and at most).
     schedule_page_default: int = 50
     schedule_page_max: int = 500
+    # Wallet (paystream/api/wallet/, docs/wallet.md). A session token (JWT) lives this long.
+    wallet_session_ttl_s: int = 3600
+    # Log-in lock-out: past this many failures within the window, for one username or one
+    # client address, further tries get 429 until the oldest failure leaves the window.
+    wallet_login_failures_max: int = 5
+    wallet_login_window_s: float = 900.0
+    # Usernames and addresses whose failures one API process remembers (oldest dropped first).
+    wallet_login_keys_max: int = 100_000
+    # Passwords: at least this long (and not a common one); at most this long (hashing cost).
+    wallet_password_chars_min: int = 12
+    wallet_password_chars_max: int = 1024
+    # argon2id hashes computed at once per API process (each takes 64 MiB for ~50 ms).
+    wallet_hashes_in_flight_max: int = 4
+    # GET /v1/account: the last transactions shown, and how long the read side may take.
+    wallet_transactions_max: int = 20
+    wallet_readside_timeout_s: float = 5.0
+    # Risk engine (docs/risk.md; the core's own limits are in streams.risk.limits): how long
+    # a risk agent waits for a published version's content to show on its topic.
+    risk_library_wait_s: float = 30.0
+    # How long POST /payments/review/v1/{id} waits for the queue to apply its decision.
+    review_decision_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +221,12 @@ class Settings:
     schedule_catchup_window_s: float = DEFAULT_SCHEDULE_CATCHUP_WINDOW_S
     schedule_failures_to_pause: int = DEFAULT_SCHEDULE_FAILURES_TO_PAUSE
     schedule_jitter_s: float = DEFAULT_SCHEDULE_JITTER_S
+    # The API's CORS: origins allowed to call it from a browser (PAYSTREAM_API_CORS_ORIGINS,
+    # comma-separated); none by default, so no other origin may read an answer.
+    api_cors_origins: tuple[str, ...] = ()
+    # The session cookie's Secure flag (PAYSTREAM_API_COOKIE_SECURE): None sets it unless the
+    # request came over plain HTTP to a loopback address; True always; False never.
+    api_cookie_secure: bool | None = None
 
     @property
     def var(self) -> Path:
@@ -245,7 +272,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_libs=Path(libs).expanduser().resolve() if libs else None,
         api_port=int(env.get("PAYSTREAM_API_PORT") or DEFAULT_API_PORT),
         psp_sim_port=int(env.get("PAYSTREAM_PSP_SIM_PORT") or DEFAULT_PSP_SIM_PORT),
-        test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") == "1",
+        test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") not in ("", "0"),
         schedule_catchup_window_s=float(
             env.get("PAYSTREAM_SCHEDULE_CATCHUP_WINDOW_S") or DEFAULT_SCHEDULE_CATCHUP_WINDOW_S
         ),
@@ -255,7 +282,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         schedule_jitter_s=float(
             env.get("PAYSTREAM_SCHEDULE_JITTER_S") or DEFAULT_SCHEDULE_JITTER_S
         ),
+        api_cors_origins=tuple(
+            o.strip() for o in env.get("PAYSTREAM_API_CORS_ORIGINS", "").split(",") if o.strip()
+        ),
+        api_cookie_secure=_tristate(env.get("PAYSTREAM_API_COOKIE_SECURE", "")),
     )
+
+
+def _tristate(value: str) -> bool | None:
+    """ "" (unset): None; "1"/"true"/"yes": True; "0"/"false"/"no": False."""
+    v = value.strip().lower()
+    if not v:
+        return None
+    if v in ("1", "true", "yes"):
+        return True
+    if v in ("0", "false", "no"):
+        return False
+    raise ValueError(f"expected 1 or 0, not {value!r}")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -292,6 +335,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_SCHEDULE_CATCHUP_WINDOW_S": repr(settings.schedule_catchup_window_s),
         "PAYSTREAM_SCHEDULE_FAILURES_TO_PAUSE": str(settings.schedule_failures_to_pause),
         "PAYSTREAM_SCHEDULE_JITTER_S": repr(settings.schedule_jitter_s),
+        "PAYSTREAM_API_CORS_ORIGINS": ",".join(settings.api_cors_origins),
+        "PAYSTREAM_API_COOKIE_SECURE": ""
+        if settings.api_cookie_secure is None
+        else str(int(settings.api_cookie_secure)),
     }
 
 

@@ -46,6 +46,20 @@ from connectors.payment_rows import (
     payment_attempt_row,
     payment_status_row,
 )
+from connectors.risk_rows import (
+    REVIEW_EVENT_COLUMNS,
+    REVIEW_EVENTS_TABLE,
+    RISK_DECISION_COLUMNS,
+    RISK_DECISIONS_TABLE,
+    RISK_LABEL_COLUMNS,
+    RISK_LABELS_TABLE,
+    RISK_VERSION_COLUMNS,
+    RISK_VERSIONS_TABLE,
+    review_event_row,
+    risk_decision_row,
+    risk_label_row,
+    risk_version_row,
+)
 from connectors.schedule_rows import (
     OCCURRENCE_COLUMNS,
     OCCURRENCE_TABLE,
@@ -177,6 +191,10 @@ COLUMNS = {
     PAYMENT_ATTEMPT_TABLE: PAYMENT_ATTEMPT_COLUMNS,
     SCHEDULE_TABLE: SCHEDULE_COLUMNS,
     OCCURRENCE_TABLE: OCCURRENCE_COLUMNS,
+    RISK_DECISIONS_TABLE: RISK_DECISION_COLUMNS,
+    REVIEW_EVENTS_TABLE: REVIEW_EVENT_COLUMNS,
+    RISK_LABELS_TABLE: RISK_LABEL_COLUMNS,
+    RISK_VERSIONS_TABLE: RISK_VERSION_COLUMNS,
 }
 
 
@@ -321,6 +339,25 @@ class WarehouseSink:
             ),
             (self.topics.schedule_events, "ScheduleOccurrence"): lambda r, p, o: sink.add(
                 OCCURRENCE_TABLE, occurrence_row(r, p, o)
+            ),
+            **self._risk_mappers(),
+        }
+
+    def _risk_mappers(self) -> dict[tuple[str, str], Mapper]:
+        """Risk decisions, review events, labels and published versions (docs/risk.md)."""
+        t, sink = self.topics, self.sink
+        return {
+            (t.risk_decisions, "RiskDecision"): lambda r, p, o: sink.add(
+                RISK_DECISIONS_TABLE, risk_decision_row(r, p, o)
+            ),
+            (t.review_events, "ReviewEvent"): lambda r, p, o: sink.add(
+                REVIEW_EVENTS_TABLE, review_event_row(r, p, o)
+            ),
+            (t.risk_labels, "RiskLabel"): lambda r, p, o: sink.add(
+                RISK_LABELS_TABLE, risk_label_row(r, p, o)
+            ),
+            (t.risk_versions, "RiskVersion"): lambda r, p, o: sink.add(
+                RISK_VERSIONS_TABLE, risk_version_row(r, p, o)
             ),
         }
 

@@ -52,6 +52,7 @@ __all__ = [
     "run_psp_simulator",
     "run_readside_process",
     "run_scheduler_process",
+    "run_users_worker",
     "run_warehouse",
     "run_worker",
     "status",
@@ -215,6 +216,18 @@ def run_payments_worker(settings: Settings, instance: int) -> int:
         return EX_CONFIG
     processor = Processor(PaymentsAgent(psps), settings, instance, on_stall=restart_in_place)
     return _restart_on_failure(f"payments worker {instance}", processor.run)
+
+
+def run_users_worker(settings: Settings, instance: int) -> int:
+    """Entry point of a users worker: the exactly-once processor running the wallet's users
+    (streams/users_agent.py, docs/wallet.md)."""
+    _start_process(settings)
+    from streams.processor import Processor
+    from streams.users_agent import UsersAgent
+
+    settings = resolved(settings)
+    processor = Processor(UsersAgent(), settings, instance, on_stall=restart_in_place)
+    return _restart_on_failure(f"users worker {instance}", processor.run)
 
 
 def run_executor_process(settings: Settings, instance: int) -> int:

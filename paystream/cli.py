@@ -83,19 +83,19 @@ def cmd_status(a: argparse.Namespace, s: Settings) -> int:
         f"broker: Kafka {b['version']} at {b['bootstrap']} ({'embedded' if b['embedded'] else 'external'})"
     )
 
-    def last(p: dict[str, Any]) -> str:
-        r = p["last_restart"]
-        if r is None:
-            return ""
-        return f"{r['at']}{' gave up:' if r.get('gave_up') else ''} {r['reason']}"
-
     _table(
-        ["name", "role", "pid", "alive", "restarts", "last restart"],
+        ["name", "role", "pid", "alive", "restarts"],
         [
-            [p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"], last(p)]
+            [p["name"], p["role"], p["pid"], "yes" if p["alive"] else "NO", p["restarts"]]
             for p in st["processes"]
         ],
     )
+    # The last restart of each process below the table, where it fits at any width.
+    for p in st["processes"]:
+        r = p["last_restart"]
+        if r is not None:
+            gave_up = " (gave up)" if r.get("gave_up") else ""
+            print(f"{p['name']} last restarted at {r['at']}{gave_up}: {r['reason']}")
     return 0 if all(p["alive"] for p in st["processes"]) else 1
 
 
@@ -607,6 +607,15 @@ def build_parser() -> argparse.ArgumentParser:
     from paystream.cli_schedule import register as register_schedules
 
     register_schedules(sub, verb)
+    from paystream.cli_wallet import register as register_wallet
+
+    register_wallet(sub, verb)
+    from paystream.cli_risk import register as register_risk
+
+    register_risk(sub, verb)
+    from paystream.cli_review import register as register_review
+
+    register_review(sub, verb)
     sp = sub.add_parser("readside")  # internal: the faust read side
     sp.set_defaults(fn=cmd_readside)
     sp.add_argument("--web-port", type=int, default=6066)

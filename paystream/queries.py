@@ -72,6 +72,7 @@ ACCOUNT_FIELDS = (
     "currency",
     "balance",
     "held",  # the changelog knows it; the read side cannot (null)
+    "payouts_held",  # pay-outs held until their PSP answers (the changelog; else null)
     "status",
     "seq",
     "related",  # the read side knows these two; the changelog does not keep them (null)
@@ -316,6 +317,9 @@ def payments_groups(settings: Settings) -> list[tuple[str, list[str]]]:
         (p + EXECUTOR_GROUP, [n.psp_requests]),
         # The schedulers: schedule commands, and the payments' outcomes they follow.
         (p + group_of("scheduler"), [n.schedule_commands, n.payment_events]),
+        (p + group_of("users"), [n.user_requests]),  # the wallet's users workers
+        (p + group_of("risk"), [n.risk_requests]),
+        (p + group_of("reviews"), [n.reviews]),
     ]
     return [(g, topics) for g, topics in groups if _active(settings, g)]
 
@@ -328,7 +332,10 @@ def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     return [
         (
             p + SINK_GROUP,
-            [n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events, n.schedule_events],
+            [
+                *(n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events),
+                *(n.risk_decisions, n.review_events, n.risk_labels, n.schedule_events),
+            ],
         ),
         (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),
         (p + DETECTOR_GROUP, [n.transfers, n.accounts]),

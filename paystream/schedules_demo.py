@@ -1,6 +1,11 @@
 """The scheduled-payments part of ``paystream demo``: a few schedules through the API, one
 MINUTELY firing in front of you (its first occurrence a minute ago is caught up at once, the
-next falls due seconds later), checked against the account's balance."""
+next falls due seconds later), checked against the account's balance.
+
+The MINUTELY schedule ends after those two (COUNT): its payments pass the risk engine like
+any other, and the risk demo that follows publishes rules that hold a user's fifth payment in
+an hour for review and block the eighth (docs/risk.md); a schedule still firing then would
+leave its payments in the review queue, or be paused by their rejections."""
 
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         "payment_option": "card",
     }
     wanted = [
-        ("minutely", {**pay_in, "amount": "1.00", "rrule": "FREQ=MINUTELY;COUNT=30",
+        ("minutely", {**pay_in, "amount": "1.00", "rrule": f"FREQ=MINUTELY;COUNT={FIRINGS}",
                       "start_at": _iso(now - timedelta(seconds=55))}),
         ("hourly", {**pay_in, "amount": "5.00", "rrule": "FREQ=HOURLY;INTERVAL=2",
                     "start_at": _iso(now + timedelta(hours=1))}),

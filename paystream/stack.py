@@ -37,8 +37,12 @@ EXECUTOR_ROLE = "psp-executor"
 API_ROLE = "api"
 PSP_SIM_ROLE = "psp-sim"
 SCHEDULER_ROLE = "scheduler"
+USERS_ROLE = "users-worker"
+RISK_ROLE = "risk-worker"
+REVIEWS_ROLE = "reviews-worker"
 DEFAULT_WORKERS = 2
 DEFAULT_PAYMENT_WORKERS = 1
+DEFAULT_USER_WORKERS = 1
 # The embedded simulator's PSPs, in port order from Settings.psp_sim_port.
 SIM_PSPS = ("cardco", "bankco", "walletco", "backupcard")
 # After starting, a process that dies on start (bad config, missing topic) shows up here.
@@ -151,6 +155,18 @@ def payments_worker_spec(i: int) -> ProcessSpec:
     return ProcessSpec(f"payments-{i}", PAYMENTS_ROLE, ("payments-worker", "--instance", str(i)))
 
 
+def users_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"users-{i}", USERS_ROLE, ("users-worker", "--instance", str(i)))
+
+
+def risk_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"risk-{i}", RISK_ROLE, ("risk-worker", "--instance", str(i)))
+
+
+def reviews_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"reviews-{i}", REVIEWS_ROLE, ("reviews-worker", "--instance", str(i)))
+
+
 def executor_spec(i: int = 1) -> ProcessSpec:
     return ProcessSpec(f"executor-{i}", EXECUTOR_ROLE, ("executor", "--instance", str(i)))
 
@@ -234,6 +250,11 @@ class Layout:
     psp_sim: bool = False
     # Scheduled payments (docs/schedules.md): scheduler processes (one consumer group).
     schedulers: int = 0
+    # The wallet's users workers (docs/wallet.md): sign-ups, log-outs, wallet transfers.
+    user_workers: int = 0
+    # Risk engine and review queue workers (docs/risk.md); None: one each when payments run.
+    risk_workers: int | None = None
+    review_workers: int | None = None
 
     @staticmethod
     def full(
@@ -250,17 +271,34 @@ class Layout:
             api=True,
             psp_sim=True,
             schedulers=1,
+            user_workers=DEFAULT_USER_WORKERS,
         )
 
     @property
     def payments(self) -> bool:
         return self.payment_workers > 0 or self.executor or self.api
 
+    @property
+    def risk_count(self) -> int:
+        """Every payment waits for the risk engine: one worker runs when payments do."""
+        if self.risk_workers is not None:
+            return self.risk_workers
+        return 1 if self.payment_workers > 0 else 0
+
+    @property
+    def reviews_count(self) -> int:
+        if self.review_workers is not None:
+            return self.review_workers
+        return 1 if self.payment_workers > 0 else 0
+
 
 def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
     """Every process of the stack but the brokers, in start order."""
     specs = [worker_spec(i) for i in range(1, layout.workers + 1)]
     specs += [payments_worker_spec(i) for i in range(1, layout.payment_workers + 1)]
+    specs += [users_worker_spec(i) for i in range(1, layout.user_workers + 1)]
+    specs += [risk_worker_spec(i) for i in range(1, layout.risk_count + 1)]
+    specs += [reviews_worker_spec(i) for i in range(1, layout.reviews_count + 1)]
     if layout.warehouse:
         specs.append(warehouse_spec(settings))
     if layout.readside:
@@ -317,8 +355,12 @@ class Stack:
         )
         if self.layout.readside or self.layout.api or self.layout.schedulers:
             api_token(s)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
-        if self.layout.payments and self.layout.psp_sim:
-            write_psps_toml(s)
+        if self.layout.api:
+            from paystream.api.wallet.keys import ensure_key
+
+            ensure_key(s.home)  # the wallet's session signing key (0600), unless one exists
+        if self.layout.payments:
+            write_psps_toml(s)  # the simulator's PSPs, unless an operator wrote their own
         self.start(*self.specs.values(), timeout_s=timeout_s)
 
     def start(

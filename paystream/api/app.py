@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from base.config import Settings, api_token
@@ -32,10 +33,13 @@ from .models import (
     PaymentView,
     WebhookAnswer,
 )
+from .reviews import reviews_router
 from .schedules import schedule_routes
+from .wallet import install as install_wallet
 from .webhooks import Webhooks
 
 PAYMENTS_PATH = "/payments/payment/v1"
+PSP_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"  # as psps.toml names them
 log = logging.getLogger(__name__)
 
 
@@ -138,10 +142,12 @@ def create_app(
     )
     app.state.authenticators = tuple(authenticators or (ServiceToken(api_token(settings)),))
     handlers.install(app)
+    install_wallet(app, settings, on_fatal, running=view is None)  # docs/wallet.md
     app.add_middleware(BodyLimit, limit_bytes=limits.http_body_bytes_max)
     app.add_middleware(SecurityHeaders)  # outermost: also on the body limit's 413
     _routes(app)
     app.include_router(schedule_routes(settings, start_view=view is None, on_fatal=on_fatal))
+    app.include_router(reviews_router(settings, real=view is None))
     return app
 
 
@@ -200,6 +206,9 @@ def _routes(app: FastAPI) -> None:
         same key)."""
         if not who.may_act_for(body.user_id):
             raise ApiError(403, "forbidden", "this token may not pay for that user", "user_id")
+        if not who.may_use_account(body.to_request().account):
+            field = "to_acct" if body.type == "pay_in" else "from_acct"
+            raise ApiError(403, "forbidden", "this token may not use that account", field)
         admissions: Admissions = request.app.state.admissions
         result = await admissions.admit(who, idempotency_key, body)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
@@ -228,7 +237,10 @@ def _routes(app: FastAPI) -> None:
         },
         summary="A PSP's webhook (Standard Webhooks signature; no bearer token)",
     )
-    async def psp_webhook(psp: str, request: Request) -> JSONResponse:
+    async def psp_webhook(
+        psp: Annotated[str, PathParam(pattern=PSP_NAME_PATTERN, description="a PSP of psps.toml")],
+        request: Request,
+    ) -> JSONResponse:
         """Verified by its signature and timestamp (else 401), matched to the order's attempt by
         its token, and handed to the payments workers, who apply it only if it moves the
         order forward: duplicates, late and out-of-order webhooks change nothing."""

@@ -102,7 +102,7 @@ def stack(
     from uuid import uuid4
 
     home: Path = tmp_path_factory.mktemp("cli-stack")
-    base = free_port_base(2)
+    base = free_port_base(7)
     prefix = f"t{uuid4().hex[:10]}."
     env = {
         "PAYSTREAM_HOME": str(home),
@@ -111,6 +111,8 @@ def stack(
         "PAYSTREAM_PARTITIONS": "4",
         "PAYSTREAM_READSIDE_PORT": str(base),
         "PAYSTREAM_WAREHOUSE_PORT": str(base + 1),
+        "PAYSTREAM_API_PORT": str(base + 2),
+        "PAYSTREAM_PSP_SIM_PORT": str(base + 3),  # its four PSPs: base+3..base+6
         "PAYSTREAM_TEST_FAULTS": "1",  # the read-side restart test arms a fault
         "COLUMNS": str(COLUMNS),
         "PYTHONUNBUFFERED": "1",
@@ -125,7 +127,7 @@ def stack(
         down = stack.run("down")
         assert down.code == 0, down
         assert down.out.startswith("stopped: "), down
-        assert {"ledger-1", "warehouse", "readside", "detector"} <= set(
+        assert {"ledger-1", "warehouse", "readside", "detector", "api", "psp-sim"} <= set(
             down.out.removeprefix("stopped: ").strip().split(", ")
         ), down
         assert stack.json("status", "--json")["processes"] == []
@@ -141,7 +143,10 @@ def test_up_and_status(stack: CliStack) -> None:
     assert up["broker"]["bootstrap"] == stack.settings.bootstrap
     assert up["broker"]["embedded"] is False
     names = {p["name"]: p for p in up["processes"]}
-    assert set(names) == {"ledger-1", "warehouse", "readside", "detector"}
+    assert set(names) == {
+        "ledger-1", "warehouse", "readside", "detector", "payments-1", "users-1",
+        "risk-1", "reviews-1", "psp-sim", "executor-1", "api", "scheduler-1",
+    }  # fmt: skip
     assert all(p["alive"] for p in names.values()), up
 
     again = stack.run("up")  # idempotent: nothing new is started
@@ -324,6 +329,7 @@ def test_balance_from_the_read_side(stack: CliStack) -> None:
         "currency": "USD",
         "balance": "99.96",
         "held": None,  # the read side does not track holds: it says so
+        "payouts_held": None,
         "status": "open",
         "seq": 2,
         "related": {},
@@ -514,6 +520,7 @@ def test_with_the_read_side_and_the_worker_down(stack: CliStack) -> None:
         "currency": "USD",
         "balance": "99.96",
         "held": "0.00",
+        "payouts_held": "0.00",
         "status": "open",
         "seq": 2,
         "related": None,  # the changelog does not keep relations
@@ -591,3 +598,62 @@ def test_the_read_side_restarts_itself_after_a_failed_batch(stack: CliStack) -> 
     line = next(x for x in table.out.splitlines() if "readside" in x)
     assert "│ 1 " in line or "│ 2 " in line, table.out  # the restarts column
     assert after["last_restart"]["at"] in table.out, table.out
+    r = after["last_restart"]
+    assert f"readside last restarted at {r['at']}: {r['reason']}" in table.out, table.out
+
+
+# --- payments: pay-in, pay-out, payment, psp settlement ------------------------------------------
+
+
+def test_payment_verbs(stack: CliStack) -> None:
+    opened = stack.run(
+        "send", "open_account", "--command-id", "cli-op", "--account", "cli-pay",
+        "--user", "cli-payer", "--currency", "USD",
+    )  # fmt: skip
+    assert opened.code == 0, opened
+    assert stack.run("wait", "--timeout", "120").code == 0
+    pay = ["--user", "cli-payer", "--wait", "60"]
+    got = stack.json(
+        "pay-in", "--from", "card_4242424242424242", "--to", "cli-pay", "--amount", "25.00",
+        "--payment-id", "cli-p1", "--json", *pay,
+    )  # fmt: skip
+    assert (got["payment_id"], got["status"], got["orders"][0]["psp"]) == (
+        "cli-p1", "succeeded", "cardco"
+    )  # fmt: skip
+    declined = stack.run(
+        "pay-in", "--from", "card_4000000000000002", "--to", "cli-pay", "--amount", "3.00",
+        "--payment-id", "cli-p2", *pay,
+    )  # fmt: skip
+    assert declined.code == 2, declined  # a failed payment is exit 2
+    assert "cli-p2 pay_in 3.00 USD" in declined.out and "failed" in declined.out, declined
+    assert "card_declined" in declined.out, declined
+    out = stack.json(
+        "pay-out", "--from", "cli-pay", "--to", "card_4242424242424242", "--amount", "5.00",
+        "--payment-id", "cli-p3", "--json", *pay,
+    )  # fmt: skip
+    assert out["status"] == "succeeded", out
+    # `payment`: the table and the JSON of the same payment; an unknown one is refused.
+    shown = stack.json("payment", "cli-p1", "--json")
+    assert shown["history"][-1]["status"] == "succeeded" and shown["is_complete"] is True
+    table = stack.run("payment", "cli-p1")
+    assert table.code == 0 and "cli-p1 pay_in 25.00 USD" in table.out, table
+    assert "cardco" in table.out and "history:" in table.out, table
+    missing = stack.run("payment", "no-such-payment")
+    assert missing.code == 1 and "payment_not_found" in missing.err, missing
+    refused = stack.run(
+        "pay-in", "--from", "card_4242424242424242", "--to", "cli-pay", "--amount", "abc",
+        "--user", "cli-payer",
+    )  # fmt: skip
+    assert refused.code == 1 and "invalid_field (amount)" in refused.err, refused
+    # The balance the ledger shows: 25.00 in, 5.00 out.
+    assert stack.json("balance", "cli-pay", "--json")["balance"] == "20.00"
+    # The PSP's settlement file for today holds the charge.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    csv_out = stack.settings.home / "cardco.csv"
+    settled = stack.run("psp", "settlement", "cardco", "--date", day, "--out", str(csv_out))
+    assert settled.code == 0, settled
+    text = csv_out.read_text()
+    assert text.startswith("Company Account,Merchant Account,Psp Reference,Merchant Reference")
+    assert "cli-p1/1" in text and "cli-p2/1" not in text
+    unknown = stack.run("psp", "settlement", "nobody", "--date", day)
+    assert unknown.code == 1 and "no PSP 'nobody'" in unknown.err, unknown

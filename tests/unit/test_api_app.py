@@ -94,7 +94,9 @@ def test_created_then_replayed_then_reused(tmp_path: Path) -> None:
         assert replayed_409.status_code == 409
         assert replayed_409.headers["Idempotent-Replayed"] == "true"
         got = await c.get(f"{PATH}/p-1", headers=AUTH)
-        assert got.status_code == 200 and got.json()["status"] == "authorizing"
+        assert (
+            got.status_code == 200 and got.json()["status"] == "risk_check"
+        )  # no risk engine here
 
     _run(tmp_path, scenario)
 
@@ -277,7 +279,8 @@ def test_openapi_documents_the_contract(tmp_path: Path) -> None:
         doc = (await c.get("/openapi.json")).json()
         post = doc["paths"][PATH]["post"]
         assert {"201", "400", "401", "409", "413", "422", "503"} <= set(post["responses"])
-        assert post["security"] == [{"HTTPBearer": []}]
+        # The bearer token, or a user's session cookie (the wallet: docs/wallet.md).
+        assert post["security"] == [{"HTTPBearer": []}, {"APIKeyCookie": []}]
         [param] = post["parameters"]
         assert param["name"] == "Idempotency-Key" and param["required"]
         body = doc["components"]["schemas"]["PaymentBody"]

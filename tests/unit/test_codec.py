@@ -53,6 +53,15 @@ EXPECTED_NAMES = {
         "VoidPayout",
     },
     "paystream.payments": {"RequestPayment", "PspResult", "PspRequest"},
+    "paystream.risk": {
+        "RiskRequest",
+        "RiskAccountFact",
+        "RiskActivation",
+        "RiskDecision",
+        "RiskVersion",
+        "RiskLabel",
+    },
+    "paystream.reviews": {"ReviewRequest", "ReviewEvent"},
     "paystream.events": {
         "LedgerPosting",
         "CommandOutcome",
@@ -70,6 +79,7 @@ EXPECTED_NAMES = {
         "ScheduleChanged",
         "ScheduleOccurrence",
     },
+    "paystream.users": {"UserRequest"},
     "paystream.ops": {"DeadLetter"},
 }
 

@@ -49,6 +49,18 @@ def _relate(account: str, related: str, kind: str, cid: str) -> Cmd:
     }
 
 
+def _pay(kind: str, account: str, order: str, **fields: str) -> Cmd:
+    step = kind.split("_")[0]
+    return {
+        "type": kind,
+        "command_id": f"{order}/{step}",
+        "account": account,
+        "payment_order_id": order,
+        "reply_to": order.split("/")[0],
+        **fields,
+    }
+
+
 BASE: list[Cmd] = [
     _open("a1", "u1"),
     _open("a2", "u2"),
@@ -93,6 +105,15 @@ SCENARIOS: dict[Rejection, list[Cmd]] = {
     ],
     Rejection.related_account_not_found: [_relate("a1", "nobody", "family", "r1")],
     Rejection.relation_kind_invalid: [_relate("a1", "a2", " ", "r2")],
+    # The payments' commands (docs/payments.md, "Money").
+    Rejection.payment_order_not_found: [_pay("settle_payin", "a1", "p9/1", psp="cardco")],
+    Rejection.psp_invalid: [
+        _pay("authorize_payin", "a1", "p8/1", amount="1.00", currency="USD"),
+        _pay("settle_payin", "a1", "p8/1", psp="Not A Slug"),
+    ],
+    Rejection.too_many_payments_in_flight: [
+        _pay("authorize_payin", "a1", f"p{i}/1", amount="1.00", currency="USD") for i in range(65)
+    ],
 }
 # More ways to the same reasons: the credit side's turn-back, and the order of the checks.
 MORE: list[tuple[Rejection, list[Cmd]]] = [

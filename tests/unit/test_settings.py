@@ -31,6 +31,8 @@ def test_a_child_loads_exactly_the_settings_of_its_parent(tmp_path: Path) -> Non
         log_level="DEBUG",
         exit_with_parent=True,
         kafka_libs=tmp_path / "libs",
+        api_cors_origins=("https://wallet.example.com", "https://app.example.com"),
+        api_cookie_secure=True,
     )
     assert load_settings(settings_env(s)) == s
 
@@ -48,7 +50,9 @@ def test_every_variable_of_settings_env_is_read_by_load_settings(tmp_path: Path)
     env = settings_env(Settings(home=tmp_path, bootstrap=None))
     assert all(k.startswith("PAYSTREAM_") for k in env)
     for key in env:  # each changes what load_settings returns
-        changed = {**env, key: "7" if key != "PAYSTREAM_LOG_LEVEL" else "ERROR"}
+        odd = {"PAYSTREAM_LOG_LEVEL": "ERROR", "PAYSTREAM_TEST_FAULTS": "1"}
+        odd["PAYSTREAM_API_COOKIE_SECURE"] = "1"
+        changed = {**env, key: odd.get(key, "7")}
         assert load_settings(changed) != load_settings(env), key
 
 
