@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from base.config import Settings, api_token
+from paystream import schedules_demo
 from paystream.api.errors import ApiError
 from paystream.api.schedule_client import SchedulesClient
 from streams.schedules.model import US
@@ -47,6 +48,14 @@ def test_scheduled_payments_through_the_stack(settings: Settings) -> None:
         open_accounts(stack, {ACCT: USER})
         with SchedulesClient.from_settings(s) as client:
             _contract(s, client, stack.logs)
+        # --- `paystream demo`'s scheduled-payments part against this stack (risk included) ---
+        demo = schedules_demo.run(s, 7)
+        assert demo["verified"], demo
+        assert demo["minutely"]["fired"] == schedules_demo.FIRINGS
+        assert demo["balance"] == demo["balance_model"] == "2.00"
+        names = {x["name"]: x for x in demo["schedules"]}
+        assert names["minutely"]["status"] == "completed"  # COUNT=2: both fired, no more
+        assert names["weekly pay-out (paused)"]["status"] == "paused"
     finally:
         stack.stop()
 
