@@ -51,6 +51,7 @@ __all__ = [
     "run_payments_worker",
     "run_psp_simulator",
     "run_readside_process",
+    "run_scheduler_process",
     "run_users_worker",
     "run_warehouse",
     "run_worker",
@@ -245,6 +246,28 @@ def run_api_process(settings: Settings) -> int:
     from paystream.api.server import run_api
 
     return _restart_on_failure("payment API", lambda: run_api(resolved(settings)))
+
+
+def run_scheduler_process(settings: Settings, instance: int) -> int:
+    """Entry point of a scheduler (streams/scheduler/): the schedules of its partitions, due
+    occurrences submitted to the payment API with the service token."""
+    _start_process(settings)
+    from paystream.scheduler_sender import PaymentApiSender
+    from streams.scheduler.clock import SystemClock
+    from streams.scheduler.loop import Scheduler
+    from streams.scheduler.submit import SubmitPool
+
+    settings = resolved(settings)
+    limits = settings.limits
+    clock = SystemClock()
+    pool = SubmitPool(
+        PaymentApiSender.from_settings(settings),
+        clock,
+        limits.scheduler_submits_in_flight_max,
+        limits.scheduler_submit_backoff_max_s,
+    )
+    scheduler = Scheduler(settings, pool, instance, clock, on_stall=restart_in_place)
+    return _restart_on_failure(f"scheduler {instance}", scheduler.run)
 
 
 def run_psp_simulator(settings: Settings) -> int:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from base.config import Settings
-from paystream import payments_scenario, queries
+from paystream import payments_scenario, queries, schedules_demo
 from producers.commands import parse_command
 from producers.producer import CommandProducer
 
@@ -49,6 +49,7 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
     prefix = f"pay{seed}-{int(time.time())}"
     report = payments_scenario.run(settings, prefix, send, wait, balance, TIMEOUT_S)
     files = _settlement_files(settings)
+    schedules = schedules_demo.run(settings, seed)
     return {
         "available": True,
         "prefix": prefix,
@@ -73,7 +74,8 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         "settlement_files": files,
         "problems": report.problems,
         "seconds": round(report.seconds, 1),
-        "verified": report.ok,
+        "schedules": schedules,
+        "verified": report.ok and schedules.get("verified", True),
     }
 
 
@@ -128,3 +130,4 @@ def print_summary(s: dict[str, Any]) -> None:
         "Try: paystream payment <id> | paystream pay-in --help | "
         "paystream psp settlement cardco --date <YYYY-MM-DD>"
     )
+    schedules_demo.print_summary(s.get("schedules", {}))

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
@@ -120,9 +120,19 @@ class PartitionStore(Generic[S]):
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class Restorable(Protocol):
+    """What ``restore`` needs of a partition's store (a ``PartitionStore``, or the scheduler's
+    in-memory one)."""
+
+    @property
+    def checkpoint(self) -> int: ...
+
+    def apply_raw(self, items: list[tuple[bytes, bytes | None]], next_offset: int) -> None: ...
+
+
 def restore(
     consumer: Consumer,
-    stores: dict[int, PartitionStore[Any]],
+    stores: Mapping[int, Restorable],
     topic: str,
     *,
     batch_records_max: int,

@@ -128,9 +128,12 @@ def cli(settings: Settings, *args: str, port: int = 0) -> subprocess.CompletedPr
     )
 
 
-def payments_stack(settings: Settings, warehouse: bool = True, workers: int = 1) -> Stack:
+def payments_stack(
+    settings: Settings, warehouse: bool = True, workers: int = 1, schedulers: int = 0
+) -> Stack:
     """Everything the payments need (ledger and payments workers, the PSP simulator, the
-    executor, the API, and the warehouse unless told not to), on free ports."""
+    executor, the API, and the warehouse unless told not to), on free ports; and
+    ``schedulers`` scheduler processes (scheduled payments)."""
     from ops.ports import free_port_base
 
     base = free_port_base(7)
@@ -146,6 +149,7 @@ def payments_stack(settings: Settings, warehouse: bool = True, workers: int = 1)
         executor=True,
         api=True,
         psp_sim=True,
+        schedulers=schedulers,
     )
     return stack_for(s, layout)
 

@@ -72,6 +72,13 @@ EXPECTED_NAMES = {
         "PaymentAttempt",
     },
     "paystream.saga": {"SagaStep"},
+    "paystream.schedules": {
+        "ScheduleCommand",
+        "ScheduledPaymentSettled",
+        "ScheduleState",
+        "ScheduleChanged",
+        "ScheduleOccurrence",
+    },
     "paystream.users": {"UserRequest"},
     "paystream.ops": {"DeadLetter"},
 }
@@ -107,6 +114,8 @@ def _sample_value(schema_type: Any, field: str, variant: int) -> Any:
             return None
         return _sample_value(next(t for t in schema_type if t != "null"), field, variant)
     if isinstance(schema_type, dict):
+        if schema_type["type"] == "record":  # a nested record (ScheduleState's)
+            return _sample(schema_type, variant)
         if schema_type["type"] == "array":  # 0, 1 or 2 items
             return [
                 _sample_value(schema_type["items"], field, variant + i) for i in range(variant % 3)
