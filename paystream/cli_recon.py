@@ -1,5 +1,5 @@
 """Reconciliation's CLI verbs (docs/recon.md): ``paystream recon settlement`` (a PSP's
-settlement file against the ledger)."""
+settlement file against the ledger) and ``paystream recon internal`` (the hourly check)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,15 @@ def register(sub: Any, verb: Verb) -> None:
         help=f"settlement lag: an order is missing only this many days on (T+{LAG_DAYS_DEFAULT})",
     )  # fmt: skip
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    help = "the hourly check: order states vs. ledger vs. warehouse, and every balance"
+    sp = rs.add_parser("internal", help=help, description=help)
+    sp.set_defaults(fn=cmd_internal)
+    sp.add_argument("--dry-run", action="store_true", help="report only: apply nothing")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def cmd_recon_help(a: argparse.Namespace, s: Settings) -> int:
-    print("usage: paystream recon settlement --psp PSP --file F.csv ...", file=sys.stderr)
+    print("usage: paystream recon settlement|internal ...", file=sys.stderr)
     return 2
 
 
@@ -72,5 +77,30 @@ def _settlement(a: argparse.Namespace, s: Settings) -> int:
         print(
             f"  {m['category']:<24} {m['payment_order_id'] or '-'} {m['psp_reference'] or '-'}"
             f" expected {m['expected']} found {m['found']}: {m['resolution']} ({m['action']})"
+        )
+    return 0
+
+
+def cmd_internal(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.cli import _on_the_warehouse
+
+    return _on_the_warehouse("recon internal", lambda: _internal(a, s))
+
+
+def _internal(a: argparse.Namespace, s: Settings) -> int:
+    from paystream.bootstrap import resolved
+    from paystream.recon_internal import check
+
+    out = check(resolved(s), apply=not a.dry_run).as_json()
+    if a.json:
+        print(json.dumps(out, separators=(",", ":")))
+        return 0
+    print(
+        f"{out['orders']} orders, {out['accounts']} accounts: {len(out['mismatches'])} mismatches"
+    )
+    for m in out["mismatches"]:
+        print(
+            f"  {m['category']:<30} {m['subject']} expected {m['expected']} found {m['found']}:"
+            f" {m['resolution']} ({m['action']})"
         )
     return 0

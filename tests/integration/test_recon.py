@@ -65,7 +65,13 @@ def recon_items(st: Stack) -> list[dict[str, Any]]:
 def test_reconciliation_through_the_stack(
     world: tuple[Stack, dict[str, str]], tmp_path: Path
 ) -> None:
-    """One stack (the scenario takes a while): the own files first, then the faults."""
+    """One stack (the scenario takes a while): the hourly check, the own files, the faults."""
+    st, _ = world
+    got = cli(st.resolved, "recon", "internal", "--json")
+    assert got.returncode == 0, got.stdout + got.stderr
+    internal = json.loads(got.stdout)
+    assert internal["orders"] >= 15 and internal["accounts"] >= 1, internal
+    assert internal["mismatches"] == [], internal
     own_files_match_and_fees_are_booked(world, tmp_path)
     planted_faults_are_each_reported_once_and_applied_once(world, tmp_path)
 

@@ -215,3 +215,33 @@ def test_a_file_reconciled_again_after_its_auto_resolutions_finds_nothing_new(
     assert {(m.category, m.subject) for m in second.mismatches} <= reviewed
     assert second.matched >= first.matched
     assert FEE not in {m.category.value for m in second.mismatches if m.action is Action.book_fee}
+
+
+# --- the hourly internal check ---
+
+
+def test_the_internal_check_categories() -> None:
+    from streams.recon.internal import InternalCategory as C
+    from streams.recon.internal import LiveOrder, check_balances, check_orders
+
+    now = 10_000 * 1_000_000
+    old, fresh = now - 3_600 * 1_000_000, now - 1_000_000
+
+    def cat(status: str, at: int, wv: int | None = 3, posted: bool = False) -> list[str]:
+        o = LiveOrder("p/1", "pay_in", status, 3, at, "cardco")
+        got = check_orders([o], {} if wv is None else {"p/1": wv},
+                           {"p/1/settle"} if posted else set(), now, 900, 120)  # fmt: skip
+        return [f"{f.category.value}:{f.resolution}" for f in got]
+
+    assert cat("succeeded", old, posted=True) == []
+    assert cat("succeeded", old) == [f"{C.psp_succeeded_ledger_missing.value}:auto_resolved"]
+    assert cat("succeeded", fresh) == [f"{C.warehouse_lag.value}:auto_resolved"]
+    assert cat("succeeded", old, wv=2, posted=True) == [f"{C.warehouse_lag.value}:auto_resolved"]
+    assert cat("posting", old) == [f"{C.psp_succeeded_ledger_missing.value}:auto_resolved"]
+    assert cat("failed", old, posted=True) == [f"{C.ledger_posted_psp_failed.value}:review"]
+    assert cat("unknown", old) == [f"{C.stuck_in_flight.value}:auto_resolved"]
+    assert cat("unknown", fresh) == []
+    got = check_balances(["alice: write side 1.00, warehouse 2.00"])
+    assert [(f.category, f.subject, f.resolution) for f in got] == [
+        (C.wallet_mismatch, "alice", "review")
+    ]
