@@ -49,6 +49,17 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
     prefix = f"pay{seed}-{int(time.time())}"
     report = payments_scenario.run(settings, prefix, send, wait, balance, TIMEOUT_S)
     files = _settlement_files(settings)
+    from paystream import recon_demo
+
+    problems = list(report.problems)
+    try:
+        recon = recon_demo.run(settings, prefix, files)
+    except Exception as exc:  # the demo reports it; it must not hide the rest
+        recon = []
+        problems.append(f"reconciliation failed: {exc}")
+    problems += [
+        f"reconciliation of {r['file']}: {r['review']} for review" for r in recon if r["review"]
+    ]
     return {
         "available": True,
         "prefix": prefix,
@@ -71,9 +82,10 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         "charged_at_most_once": all(n <= 1 for n in report.charges.values()),
         "settlement_rows": sum(report.settlement.values()),
         "settlement_files": files,
-        "problems": report.problems,
+        "reconciliation": recon,
+        "problems": problems,
         "seconds": round(report.seconds, 1),
-        "verified": report.ok,
+        "verified": report.ok and not problems,
     }
 
 
@@ -122,6 +134,13 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     for f in s["settlement_files"]:
         console.print(f"  settlement file: {f}")
+    for r in s.get("reconciliation", []):
+        ok = r["review"] == 0
+        console.print(
+            f"  reconciled {r['psp']}: {r['rows']} rows, {r['matched']} matched, "
+            f"fees booked {r['fees_booked']}, for review {r['review']}"
+            + ("" if ok else " [red]NOT ALL MATCHED[/red]")
+        )
     for p in s["problems"]:
         console.print(f"[red]{p}[/red]")
     console.print(

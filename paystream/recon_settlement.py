@@ -118,7 +118,8 @@ def _dec(v: Any) -> Decimal | None:
     return None if v is None else Decimal(v)
 
 
-def movements(client: Any, file_id: str, psp: str) -> list[Movement]:
+def movements(client: Any, file_id: str, psp: str, real: str) -> list[Movement]:
+    """``real``: the file's own id during a dry run (its rows, if imported, are this file's)."""
     sql = f"""
     WITH s AS (
         SELECT file_id, line, psp_reference, merchant_reference, type, gross_currency,
@@ -128,7 +129,7 @@ def movements(client: Any, file_id: str, psp: str) -> list[Movement]:
                                   ORDER BY imported_at, file_id, line) - 1 AS seen_before
         FROM settlement_rows FINAL
         WHERE psp = {{psp:String}} AND type IN {_MOVES}
-          AND (file_id = {{f:String}} OR NOT startsWith(file_id, 'dryrun-'))
+          AND (file_id = {{f:String}} OR (NOT startsWith(file_id, 'dryrun-') AND file_id != {{real:String}}))
     ),
     mine AS (SELECT * FROM s WHERE file_id = {{f:String}}),
     o AS (
@@ -163,7 +164,7 @@ def movements(client: Any, file_id: str, psp: str) -> list[Movement]:
     ORDER BY mine.line
     """
     res = client.query(
-        sql, parameters={"psp": psp, "f": file_id}, settings={"join_use_nulls": 1}
+        sql, parameters={"psp": psp, "f": file_id, "real": real}, settings={"join_use_nulls": 1}
     ).result_rows
     out = []
     for r in res:
@@ -181,7 +182,7 @@ def movements(client: Any, file_id: str, psp: str) -> list[Movement]:
     return out
 
 
-def unsettled(client: Any, file_id: str, psp: str, lo: str, hi: str) -> list[Order]:
+def unsettled(client: Any, file_id: str, psp: str, real: str, lo: str, hi: str) -> list[Order]:
     sql = f"""
     SELECT payment_order_id, payment_id, type, payment_order_status, amount, currency, psp,
            toString(toDate(ts))
@@ -191,16 +192,18 @@ def unsettled(client: Any, file_id: str, psp: str, lo: str, hi: str) -> list[Ord
       AND payment_order_id NOT IN (
           SELECT merchant_reference FROM settlement_rows
           WHERE psp = {{psp:String}} AND type IN {_MOVES}
-            AND (file_id = {{f:String}} OR NOT startsWith(file_id, 'dryrun-')))
+            AND (file_id = {{f:String}} OR (NOT startsWith(file_id, 'dryrun-') AND file_id != {{real:String}})))
     """
-    rows = client.query(sql, parameters={"psp": psp, "f": file_id, "lo": lo, "hi": hi})
+    rows = client.query(
+        sql, parameters={"psp": psp, "f": file_id, "real": real, "lo": lo, "hi": hi}
+    )
     return [
         Order(r[0], r[1], r[2], r[3], Decimal(r[4]), r[5], r[6], None, 0, r[7])
         for r in rows.result_rows
     ]
 
 
-def fees(client: Any, file_id: str, psp: str) -> list[FeeBatch]:
+def fees(client: Any, file_id: str, psp: str, real: str) -> list[FeeBatch]:
     sql = f"""
     SELECT s.batch, s.net_currency, s.kept, b.amount
     FROM (
@@ -211,12 +214,12 @@ def fees(client: Any, file_id: str, psp: str) -> list[FeeBatch]:
         GROUP BY batch, net_currency
     ) AS s
     LEFT JOIN (SELECT batch, currency, amount FROM fee_postings FINAL
-               WHERE psp = {{psp:String}}) AS b
+               WHERE psp = {{psp:String}} AND file_id = {{real:String}}) AS b
       ON b.batch = s.batch AND b.currency = s.net_currency
     ORDER BY s.batch, s.net_currency
     """
     rows = client.query(
-        sql, parameters={"psp": psp, "f": file_id}, settings={"join_use_nulls": 1}
+        sql, parameters={"psp": psp, "f": file_id, "real": real}, settings={"join_use_nulls": 1}
     ).result_rows
     return [FeeBatch(r[0], r[1], Decimal(r[2]), _dec(r[3])) for r in rows if Decimal(r[2]) != 0]
 
@@ -247,11 +250,12 @@ def settle(
         raise FileRefused(Refusal.not_csv, 1, None, "not UTF-8") from exc
     rows = parse_file(text)
     digest = hashlib.sha256(data).hexdigest()
-    file_id = f"dryrun-{uuid.uuid4().hex}" if dry_run else f"{psp}-{digest[:20]}"
+    real = f"{psp}-{digest[:20]}"
+    file_id = f"dryrun-{uuid.uuid4().hex}" if dry_run else real
     client = writer_client(settings)
     load(client, file_id, psp, rows)
     try:
-        result = _match(client, file_id, psp, rows, lag_days)
+        result = _match(client, file_id, real, psp, rows, lag_days)
     finally:
         if dry_run:
             client.command(
@@ -271,20 +275,22 @@ def settle(
     return report
 
 
-def _match(client: Any, file_id: str, psp: str, rows: list[SettlementRow], lag_days: int) -> Result:
+def _match(
+    client: Any, file_id: str, real: str, psp: str, rows: list[SettlementRow], lag_days: int
+) -> Result:
     from streams.recon.match import window
 
     days = file_days(rows)
-    moves = movements(client, file_id, psp)
+    moves = movements(client, file_id, psp, real)
     ours: list[Order] = []
     if days is not None:
         lo, hi = window(days, lag_days)
-        ours = unsettled(client, file_id, psp, lo, hi)
+        ours = unsettled(client, file_id, psp, real, lo, hi)
     # The file's batches are checked in SQL; the core's own sum is the invariant's witness.
     imb = imbalances(client, file_id)
     if set(imb) != set(batch_imbalances(rows)):
         raise RuntimeError("the warehouse's batch sums disagree with the file's")
-    return reconcile(psp, moves, ours, fees(client, file_id, psp), imb, days, lag_days)
+    return reconcile(psp, moves, ours, fees(client, file_id, psp, real), imb, days, lag_days)
 
 
 # --- resolutions: auto where certain (deterministic ids), else review items ---
@@ -342,7 +348,7 @@ def _payment_id(m: Mismatch) -> str | None:
 def _fee_row(m: Mismatch, report: Report, now: int) -> list[Any]:
     batch, cur = str(m.evidence["batch"]), str(m.evidence["currency"])
     return [
-        f"fee/{report.psp}/{batch}/{cur}", report.psp, batch, f"@fee/{report.psp}/{cur}",
+        f"fee/{report.psp}/{batch}/{cur}/{report.file_id}", report.psp, batch, f"@fee/{report.psp}/{cur}",
         f"@psp/{report.psp}/{cur}", cur, Decimal(str(m.evidence["fees"])), report.file_id,
         datetime.fromtimestamp(now / 1_000_000, UTC),
     ]  # fmt: skip

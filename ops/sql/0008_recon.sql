@@ -36,11 +36,11 @@ CREATE TABLE IF NOT EXISTS settlement_files
 ENGINE = ReplacingMergeTree
 ORDER BY file_id;
 
--- Fees the PSPs kept (commissions and Fee rows), booked per PSP, batch and currency to the fee
--- account @fee/<psp>/<CUR> against the PSP's balance @psp/<psp>/<CUR>.
+-- Fees the PSPs kept (commissions and Fee rows), booked per file, batch and currency to the
+-- fee account @fee/<psp>/<CUR> against the PSP's balance @psp/<psp>/<CUR>.
 CREATE TABLE IF NOT EXISTS fee_postings
 (
-    booking_id  String COMMENT 'deterministic: fee/<psp>/<batch>/<CUR>',
+    booking_id  String COMMENT 'deterministic: fee/<psp>/<batch>/<CUR>/<file_id>',
     psp         LowCardinality(String),
     batch       String,
     account     String COMMENT '@fee/<psp>/<CUR>',

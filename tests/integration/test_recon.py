@@ -79,19 +79,27 @@ def test_reconciliation_through_the_stack(
 def own_files_match_and_fees_are_booked(
     world: tuple[Stack, dict[str, str]], tmp_path: Path
 ) -> None:
+    """The simulator's own files, as the demo reconciles them (paystream.recon_demo)."""
+    from paystream import recon_demo
+
     st, files = world
+    paths = []
     for psp in ("bankco", "walletco"):
-        path = tmp_path / f"{psp}.csv"
+        path = tmp_path / f"{psp}-today.csv"
         path.write_text(files[psp])
-        movements = sum(r["Type"] in ("Settled", "PaidOut") for r in recon_files.read(files[psp]))
-        assert movements > 0
-        out = recon(st, psp, path, "--lag-days", "0")
-        assert out["rows"] == len(recon_files.read(files[psp]))
-        assert out["matched"] == movements, out
-        assert {m["category"] for m in out["mismatches"]} == {"fee"}, out
-        assert all(m["resolution"] == "auto_resolved" for m in out["mismatches"])
-        again = recon(st, psp, path, "--lag-days", "0")
+        paths.append(str(path))
+    for psp, got in zip(
+        ("bankco", "walletco"), recon_demo.run(st.resolved, PREFIX, paths), strict=True
+    ):
+        text = Path(got["file"]).read_text()
+        movements = sum(r["Type"] in ("Settled", "PaidOut") for r in recon_files.read(text))
+        assert movements > 0 and got["psp"] == psp
+        assert got["matched"] == movements and got["review"] == 0, got
+        assert got["fees_booked"] >= 1, got
+        again = recon(st, psp, Path(got["file"]), "--lag-days", "0")
         assert again["mismatches"] == [] and again["matched"] == movements, again
+        dry = recon(st, psp, Path(got["file"]), "--dry-run")
+        assert dry["mismatches"] == [] and dry["matched"] == movements, dry
     assert scalar(st, "SELECT count() FROM fee_postings FINAL WHERE psp != 'cardco'") >= 2
     assert recon_items(st) == []
 
