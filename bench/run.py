@@ -80,6 +80,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ),
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
     ("risk", ["bench_risk.py"], ["bench_risk.py", "--quick"]),
+    ("recon", ["bench_recon.py"], ["bench_recon.py", "--rows", "50000"]),
 ]
 
 

@@ -58,7 +58,7 @@ def run(settings: Settings, prefix: str, files: list[str]) -> list[dict[str, Any
         psp = path.name.split("-", 1)[0]
         mine = path.with_name(f"{path.stem}-{prefix}.csv")
         mine.write_text(own_file(path.read_text(), prefix))
-        report = settle(settings, psp, mine, lag_days=0)
+        report = settle(settings, psp, mine, lag_days=0, scope=prefix + "-")
         out.append(
             {
                 "file": str(mine),
