@@ -337,17 +337,8 @@ def apply(settings: Settings, client: Any, report: Report) -> None:
     names = TopicNames(settings.topic_prefix)
     for m in report.mismatches:
         if m.action is Action.mark_succeeded:
-            ours = m.evidence["ours"]
-            if not isinstance(ours, dict) or not ours.get("attempt"):
-                raise RuntimeError(f"{m.payment_order_id}: no attempt to answer")
-            out.append((str(ours["payment_id"]), names.payments, "PspResult", {
-                "payment_id": ours["payment_id"], "payment_order_id": m.payment_order_id,
-                "attempt": ours["attempt"], "psp": report.psp, "kind": "notified",
-                "token": None, "status": "succeeded", "code": None,
-                "psp_reference": m.psp_reference, "retryable": False, "http_status": None,
-                "latency_us": None, "detail": f"settled in {report.file_id}",
-                "event_id": f"recon/{m.payment_order_id}/settled", "source": "recon", "ts": now,
-            }))  # fmt: skip
+            pid, record = settled_answer(m, report.psp, report.file_id, now)
+            out.append((pid, names.payments, "PspResult", record))
     for m in [m for m in report.mismatches if m.resolution is Resolution.review][
         : limits.REVIEW_ITEMS_PER_RUN_MAX
     ]:
@@ -363,6 +354,24 @@ def apply(settings: Settings, client: Any, report: Report) -> None:
         }))  # fmt: skip
     if out:
         send(settings, out)
+
+
+def settled_answer(m: Mismatch, psp: str, file_id: str, now: int) -> tuple[str, dict[str, Any]]:
+    """The PSP's settlement as a late answer to an unknown order's last attempt: a PspResult
+    (kind notified, status succeeded) keyed by the payment. The payments core takes it once,
+    while the order is still at the PSP; the ledger posting follows with its usual id."""
+    ours = m.evidence.get("ours")
+    if not isinstance(ours, dict) or not ours.get("attempt") or not ours.get("payment_id"):
+        raise RuntimeError(f"{m.payment_order_id}: no attempt to answer")
+    pid = str(ours["payment_id"])
+    return pid, {
+        "payment_id": pid, "payment_order_id": m.payment_order_id,
+        "attempt": int(ours["attempt"]), "psp": psp, "kind": "notified", "token": None,
+        "status": "succeeded", "code": None, "psp_reference": m.psp_reference,
+        "retryable": False, "http_status": None, "latency_us": None,
+        "detail": f"settled in {file_id}", "event_id": f"recon/{m.payment_order_id}/settled",
+        "source": "recon", "ts": now,
+    }  # fmt: skip
 
 
 def _payment_id(m: Mismatch) -> str | None:
