@@ -134,6 +134,20 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     for f in s["settlement_files"]:
         console.print(f"  settlement file: {f}")
+    for p in s["problems"]:
+        console.print(f"[red]{p}[/red]")
+    console.print(
+        "Try: paystream payment <id> | paystream pay-in --help | "
+        "paystream psp settlement cardco --date <YYYY-MM-DD>"
+    )
+
+
+def print_reconciliation(s: dict[str, Any]) -> None:
+    """The demo's last word: its settlement files reconciled (docs/recon.md)."""
+    if not s.get("reconciliation"):
+        return
+    console = Console()
+    console.print("reconciliation: the demo's settlement files against the ledger")
     for r in s.get("reconciliation", []):
         ok = r["review"] == 0
         console.print(
@@ -141,9 +155,6 @@ def print_summary(s: dict[str, Any]) -> None:
             f"fees booked {r['fees_booked']}, for review {r['review']}"
             + ("" if ok else " [red]NOT ALL MATCHED[/red]")
         )
-    for p in s["problems"]:
-        console.print(f"[red]{p}[/red]")
     console.print(
-        "Try: paystream payment <id> | paystream pay-in --help | "
-        "paystream psp settlement cardco --date <YYYY-MM-DD>"
+        "Try: paystream recon settlement --psp PSP --file F.csv | paystream recon internal"
     )
