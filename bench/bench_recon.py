@@ -176,6 +176,7 @@ def bench_internal(n: int) -> None:
                     p.poll(0.1)
             p.poll(0)
         p.flush(120)
+        del p  # before the broker stops
         executor = ChdbExecutor(str(Path(tmp) / "warehouse"))
         client = executor.client()
         migrate(client)

@@ -158,6 +158,17 @@ def planted_faults_are_each_reported_once_and_applied_once(
     resolved = cli(st.resolved, "review", "resolve", items[0]["id"], "--note", "checked",
                    "--json")  # fmt: skip
     assert resolved.returncode == 0, resolved.stdout + resolved.stderr
+    assert json.loads(resolved.stdout)["status"] == "resolved"
+    # Resolutions are events the warehouse keeps; each item was opened once (imported twice).
+    kept = (
+        "SELECT countIf(event = 'opened'), countIf(event = 'resolved') FROM review_events FINAL"
+        " WHERE kind = 'recon'"
+    )
+    deadline = time.monotonic() + 60
+    while query_client(st.resolved).query(kept).result_rows[0][1] < 1:
+        assert time.monotonic() < deadline, "the resolution never reached the warehouse"
+        time.sleep(0.5)
+    assert tuple(query_client(st.resolved).query(kept).result_rows[0]) == (6, 1)
 
     bad = tmp_path / "bad.csv"
     bad.write_text(files["cardco"].replace("Settled,", "Settled,x", 1).replace(

@@ -49,3 +49,25 @@ def test_an_unknown_order_the_psp_settled_is_posted_once() -> None:
     w.ledger("p1", "settle")
     assert w.payment().status is pm.Status.succeeded
     assert deliver() == []
+
+
+def test_the_internal_checks_light_reading_of_a_state_equals_the_whole_decoding() -> None:
+    from paystream.recon_internal import _live, live_order
+    from streams.payments_agent import decode_state, encode_state
+
+    w = World()
+    _unknown_order(w)
+    w.request("p2", "k2")
+    w.request("p3", "k3", risk=None)
+    w.request("p4", "k4")
+    w.ledger("p4", "authorize")
+    w.psp("p4", 1, "cardco", "token_created", token="t4")
+    w.psp("p4", 1, "cardco", "answered", status="succeeded", psp_reference="R4")
+    w.ledger("p4", "settle")
+    states = [s for s in w.states.values() if isinstance(s, pm.PaymentState)]
+    assert {s.status for s in states} >= {pm.Status.unknown, pm.Status.succeeded}
+    for s in states:
+        data = encode_state(s)
+        decoded = decode_state(data)
+        assert isinstance(decoded, pm.PaymentState)
+        assert live_order(data) == _live(decoded)
