@@ -29,8 +29,6 @@ from streams.recon.internal import (
     posting_step,
 )
 
-WAREHOUSE_WAIT_S = 30.0
-
 
 @dataclass
 class InternalReport:
@@ -135,7 +133,9 @@ def check(settings: Settings, apply: bool = True) -> InternalReport:
         )  # fmt: skip
         if attempt or not any(f.action is InternalAction.wait for f in findings):
             break
-        queries.wait(settings, timeout_s=WAREHOUSE_WAIT_S)  # warehouse_lag: wait, check again
+        queries.wait(
+            settings, timeout_s=limits.WAREHOUSE_WAIT_S
+        )  # warehouse_lag: wait, check again
     books = audit(settings)
     findings += check_balances(books["differences"])
     if apply:

@@ -17,3 +17,5 @@ REVIEW_ITEMS_PER_RUN_MAX = 10_000
 IN_FLIGHT_DEADLINE_S = 15 * 60
 # The warehouse may trail the log by this long before a difference is more than lag.
 WAREHOUSE_LAG_GRACE_S = 120
+# `recon internal` waits this long for a trailing warehouse before it looks again.
+WAREHOUSE_WAIT_S = 30.0
