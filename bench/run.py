@@ -81,6 +81,16 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
     ("scheduler", ["bench_scheduler.py"], ["bench_scheduler.py", "--quick"]),
     ("risk", ["bench_risk.py"], ["bench_risk.py", "--quick"]),
+    (
+        "recon: settlement",
+        ["bench_recon.py", "--only", "settlement"],
+        ["bench_recon.py", "--only", "settlement", "--rows", "50000"],
+    ),
+    (
+        "recon: internal",
+        ["bench_recon.py", "--only", "internal"],
+        ["bench_recon.py", "--only", "internal", "--orders", "50000"],
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from base.config import Limits, Settings
 from base.logs import configure_logging
@@ -150,19 +150,40 @@ def _warehouse(settings: Settings) -> int:
 
     client = owner_client(settings)
     migrate(client)
-    server = None
+    server = writer = None
     if embedded(settings):
         from connectors.chhttp import ChdbExecutor, serve
 
-        server = serve(ChdbExecutor(str(chdb_path(settings))), port=http_port(settings))
+        executor = ChdbExecutor(str(chdb_path(settings)))
+        server = serve(executor, port=http_port(settings))
         log.info("ClickHouse HTTP interface on %s", server.url)
+        writer = _writer_front(settings, executor)
     sink = WarehouseSink(settings, ClickHouseSink(client))
     try:
         sink.run()
     finally:
         if server is not None:
             server.shutdown()
+        if writer is not None:
+            writer.shutdown()
     return 0
+
+
+def _writer_front(settings: Settings, executor: Any) -> Any:
+    """A read-write front on a free port of 127.0.0.1 for the warehouse's own writers
+    (reconciliation's settlement imports), its port in $PAYSTREAM_HOME/warehouse-writer.port
+    (owner-only, like the API token)."""
+    from connectors.chhttp import serve
+    from connectors.warehouse import WRITER_BODY_BYTES_MAX, writer_port_file
+
+    writer = serve(executor, port=0, readonly=False, max_body_bytes=WRITER_BODY_BYTES_MAX)
+    path = writer_port_file(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(writer.port))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    log.info("warehouse writer front on %s", writer.url)
+    return writer
 
 
 def run_readside_process(settings: Settings, web_port: int) -> int:

@@ -622,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paystream.cli_review import register as register_review
 
     register_review(sub, verb)
+    from paystream.cli_recon import register as register_recon
+
+    register_recon(sub, verb)
     sp = sub.add_parser("readside")  # internal: the faust read side
     sp.set_defaults(fn=cmd_readside)
     sp.add_argument("--web-port", type=int, default=6066)

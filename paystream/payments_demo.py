@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from base.config import Settings
-from paystream import payments_scenario, queries, schedules_demo
+from paystream import payments_scenario, queries, recon_demo, schedules_demo
 from producers.commands import parse_command
 from producers.producer import CommandProducer
 
@@ -50,6 +50,15 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
     report = payments_scenario.run(settings, prefix, send, wait, balance, TIMEOUT_S)
     files = _settlement_files(settings)
     schedules = schedules_demo.run(settings, seed)
+    problems = list(report.problems)
+    try:
+        recon = recon_demo.run(settings, prefix, files)
+    except Exception as exc:  # the demo reports it; it must not hide the rest
+        recon = []
+        problems.append(f"reconciliation failed: {exc}")
+    problems += [
+        f"reconciliation of {r['file']}: {r['review']} for review" for r in recon if r["review"]
+    ]
     return {
         "available": True,
         "prefix": prefix,
@@ -72,10 +81,11 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         "charged_at_most_once": all(n <= 1 for n in report.charges.values()),
         "settlement_rows": sum(report.settlement.values()),
         "settlement_files": files,
-        "problems": report.problems,
+        "reconciliation": recon,
+        "problems": problems,
         "seconds": round(report.seconds, 1),
         "schedules": schedules,
-        "verified": report.ok and schedules.get("verified", True),
+        "verified": report.ok and not problems and schedules.get("verified", True),
     }
 
 
@@ -131,3 +141,21 @@ def print_summary(s: dict[str, Any]) -> None:
         "paystream psp settlement cardco --date <YYYY-MM-DD>"
     )
     schedules_demo.print_summary(s.get("schedules", {}))
+
+
+def print_reconciliation(s: dict[str, Any]) -> None:
+    """The demo's last word: its settlement files reconciled (docs/recon.md)."""
+    if not s.get("reconciliation"):
+        return
+    console = Console()
+    console.print("reconciliation: the demo's settlement files against the ledger")
+    for r in s.get("reconciliation", []):
+        ok = r["review"] == 0
+        console.print(
+            f"  reconciled {r['psp']}: {r['rows']} rows, {r['matched']} matched, "
+            f"fees booked {r['fees_booked']}, for review {r['review']}"
+            + ("" if ok else " [red]NOT ALL MATCHED[/red]")
+        )
+    console.print(
+        "Try: paystream recon settlement --psp PSP --file F.csv | paystream recon internal"
+    )

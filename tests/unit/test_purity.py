@@ -103,3 +103,18 @@ def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import confluent_kafka\nfrom rocksdict import Rdict\n")
     assert _imports(bad) == {"confluent_kafka", "rocksdict"}
+
+
+# Reconciliation's core also reads CSV text and checks dates and patterns (docs/recon.md).
+RECON_ALLOWED = {*PAYMENTS_ALLOWED, "csv", "re"}
+
+
+def test_recon_core_imports_only_pure_modules() -> None:
+    import streams.recon
+
+    files = sorted(Path(streams.recon.__file__).parent.glob("*.py"))
+    assert len(files) >= 6
+    for path in files:
+        for name in _imports(path):
+            allowed = name in RECON_ALLOWED or name.split(".")[0] in RECON_ALLOWED
+            assert allowed, f"recon/{path.name} imports {name}"
