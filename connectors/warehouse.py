@@ -132,6 +132,11 @@ def writer_port_file(settings: Settings) -> Path:
     return settings.home / "warehouse-writer.port"
 
 
+def writer_key_file(settings: Settings) -> Path:
+    """The writer front's password (0600, new at each start of the warehouse process)."""
+    return settings.home / "warehouse-writer.key"
+
+
 def writer_client(settings: Settings) -> Client:
     """A client that may write: the real ClickHouse, or the embedded warehouse's writer front
     (its port in $PAYSTREAM_HOME/warehouse-writer.port, written by the warehouse process)."""
@@ -140,8 +145,13 @@ def writer_client(settings: Settings) -> Client:
     path = writer_port_file(settings)
     try:
         port = int(path.read_text().strip())
+        password = writer_key_file(settings).read_text().strip()
     except (OSError, ValueError) as exc:
         raise OSError(f"no warehouse writer front ({path}): is the warehouse up?") from exc
     return clickhouse_connect.get_client(
-        host="127.0.0.1", port=port, send_receive_timeout=600, compress=False
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        send_receive_timeout=600,
+        compress=False,
     )

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from base.config import Limits, Settings
@@ -172,18 +173,34 @@ def _warehouse(settings: Settings) -> int:
 def _writer_front(settings: Settings, executor: Any) -> Any:
     """A read-write front on a free port of 127.0.0.1 for the warehouse's own writers
     (reconciliation's settlement imports), its port in $PAYSTREAM_HOME/warehouse-writer.port
-    (owner-only, like the API token)."""
-    from connectors.chhttp import serve
-    from connectors.warehouse import WRITER_BODY_BYTES_MAX, writer_port_file
+    (owner-only, like the API token), and a password of its own in warehouse-writer.key:
+    only the owner of $PAYSTREAM_HOME may write, not anyone who reaches the loopback port."""
+    import secrets
 
-    writer = serve(executor, port=0, readonly=False, max_body_bytes=WRITER_BODY_BYTES_MAX)
-    path = writer_port_file(settings)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(str(writer.port))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    from connectors.chhttp import serve
+    from connectors.warehouse import WRITER_BODY_BYTES_MAX, writer_key_file, writer_port_file
+
+    password = secrets.token_urlsafe(32)
+    _write_private(writer_key_file(settings), password)
+    writer = serve(
+        executor,
+        port=0,
+        readonly=False,
+        max_body_bytes=WRITER_BODY_BYTES_MAX,
+        password=password,
+    )
+    _write_private(writer_port_file(settings), str(writer.port))
     log.info("warehouse writer front on %s", writer.url)
     return writer
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write an owner-only file atomically: it is never seen half-written or world-readable."""
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(0o600)
+    tmp.chmod(0o600)
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def run_readside_process(settings: Settings, web_port: int) -> int:
