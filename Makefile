@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: help venv kafka run demo test unit integration soak chaos bench check openapi format up down status clean fuzz
+.PHONY: chaos-payments help venv kafka run demo test unit integration soak chaos bench check openapi format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ chaos: kafka ## the soak, then the other chaos tests (kill -9 of workers in 50k 
 	@$(BIN)/python -m tests.soak $(SOAK_ARGS); soak=$$?; \
 	$(BIN)/pytest -m chaos -v --deselect tests/chaos/test_soak.py $(PYTEST_ARGS); tests=$$?; \
 	exit $$(( soak || tests ))
+
+chaos-payments: kafka ## payments under kill -9 of every payments process (PAYSTREAM_CHAOS_ROUNDS, _SEED)
+	$(BIN)/pytest -m chaos tests/chaos/test_payments_chaos.py -s $(PYTEST_ARGS)
 
 bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json (BENCH_ARGS="--only X")
 	@$(BIN)/python -c 'import locust' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -107,6 +107,11 @@ class Limits:
     # GET /v1/account: the last transactions shown, and how long the read side may take.
     wallet_transactions_max: int = 20
     wallet_readside_timeout_s: float = 5.0
+    # Risk engine (docs/risk.md; the core's own limits are in streams.risk.limits): how long
+    # a risk agent waits for a published version's content to show on its topic.
+    risk_library_wait_s: float = 30.0
+    # How long POST /payments/review/v1/{id} waits for the queue to apply its decision.
+    review_decision_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

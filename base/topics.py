@@ -98,6 +98,52 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Users, who holds each username and email, revoked sessions, wallet transfers (compacted).",
         compacted=True,
     ),
+    # Risk engine (docs/risk.md): its input keyed by user, co-partitioned with its changelog.
+    TopicSpec(
+        "risk_requests",
+        "paystream.risk-requests.v1",
+        "Risk agents' input: payments to decide and their outcomes (by user), account facts,"
+        " and each published version's activation (one per partition).",
+    ),
+    TopicSpec(
+        "risk_state",
+        "paystream.risk-state.v1",
+        "Changelog of the risk agents' state: velocity per user, context per partition.",
+        compacted=True,
+    ),
+    TopicSpec(
+        "risk_decisions",
+        "paystream.risk-decisions.v1",
+        "Every risk decision, live and shadow: rule set, matching rules, features, model.",
+    ),
+    TopicSpec(
+        "risk_versions",
+        "paystream.risk-versions.v1",
+        "Published rule files and models, by content (<kind>/<sha256>; compacted).",
+        compacted=True,
+    ),
+    TopicSpec(
+        "risk_labels",
+        "paystream.risk-labels.v1",
+        "Training labels for payments: fraud or legit, and their source.",
+    ),
+    # The review queue (risk, and reconciliation later): keyed by item id.
+    TopicSpec(
+        "reviews",
+        "paystream.reviews.v1",
+        "Review queue agents' input: open an item, decide one.",
+    ),
+    TopicSpec(
+        "reviews_state",
+        "paystream.reviews-state.v1",
+        "Changelog of the review queue: every item as it stands (compacted).",
+        compacted=True,
+    ),
+    TopicSpec(
+        "review_events",
+        "paystream.review-events.v1",
+        "What happened to each review item: opened, decided (who, when, why), refused.",
+    ),
 )
 
 _BY_KEY = {t.key: t for t in TOPICS}

@@ -79,6 +79,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["bench_payments.py", "--only", "mix", "--seconds", "10", "--rate", "100"],
     ),
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
+    ("risk", ["bench_risk.py"], ["bench_risk.py", "--quick"]),
 ]
 
 
@@ -241,6 +242,11 @@ def headline(report: dict) -> list[tuple[str, object, object]]:
             None,
         )
     )
+    risk = first("risk_decision_latency")
+    rows.append(("risk decision p99 µs", (risk.get("latency_us") or {}).get("p99"), 10_000))
+    model = first("risk_model_held_out_week")
+    rows.append(("risk model AUC, held-out week", model.get("auc"), None))
+    rows.append(("risk rules alone AUC, same week", model.get("rules_auc"), None))
     rows.append(("paystream / raw transactional copy", report.get("paystream_vs_raw_copy"), 0.5))
     rows.append(("exactly-once / at-least-once", report.get("exactly_once_vs_at_least_once"), None))
     return [r for r in rows if r[1] is not None]

@@ -46,6 +46,20 @@ from connectors.payment_rows import (
     payment_attempt_row,
     payment_status_row,
 )
+from connectors.risk_rows import (
+    REVIEW_EVENT_COLUMNS,
+    REVIEW_EVENTS_TABLE,
+    RISK_DECISION_COLUMNS,
+    RISK_DECISIONS_TABLE,
+    RISK_LABEL_COLUMNS,
+    RISK_LABELS_TABLE,
+    RISK_VERSION_COLUMNS,
+    RISK_VERSIONS_TABLE,
+    review_event_row,
+    risk_decision_row,
+    risk_label_row,
+    risk_version_row,
+)
 from schemas.codec import HEADER_BYTES, MAGIC, Codec
 from schemas.errors import DecodeError
 
@@ -167,6 +181,10 @@ COLUMNS = {
     "alerts": ALERT_COLUMNS,
     PAYMENT_STATUS_TABLE: PAYMENT_STATUS_COLUMNS,
     PAYMENT_ATTEMPT_TABLE: PAYMENT_ATTEMPT_COLUMNS,
+    RISK_DECISIONS_TABLE: RISK_DECISION_COLUMNS,
+    REVIEW_EVENTS_TABLE: REVIEW_EVENT_COLUMNS,
+    RISK_LABELS_TABLE: RISK_LABEL_COLUMNS,
+    RISK_VERSIONS_TABLE: RISK_VERSION_COLUMNS,
 }
 
 
@@ -304,6 +322,25 @@ class WarehouseSink:
             ),
             (events, "PaymentAttempt"): lambda r, p, o: sink.add(
                 PAYMENT_ATTEMPT_TABLE, payment_attempt_row(r, p, o)
+            ),
+            **self._risk_mappers(),
+        }
+
+    def _risk_mappers(self) -> dict[tuple[str, str], Mapper]:
+        """Risk decisions, review events, labels and published versions (docs/risk.md)."""
+        t, sink = self.topics, self.sink
+        return {
+            (t.risk_decisions, "RiskDecision"): lambda r, p, o: sink.add(
+                RISK_DECISIONS_TABLE, risk_decision_row(r, p, o)
+            ),
+            (t.review_events, "ReviewEvent"): lambda r, p, o: sink.add(
+                REVIEW_EVENTS_TABLE, review_event_row(r, p, o)
+            ),
+            (t.risk_labels, "RiskLabel"): lambda r, p, o: sink.add(
+                RISK_LABELS_TABLE, risk_label_row(r, p, o)
+            ),
+            (t.risk_versions, "RiskVersion"): lambda r, p, o: sink.add(
+                RISK_VERSIONS_TABLE, risk_version_row(r, p, o)
             ),
         }
 

@@ -607,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     from paystream.cli_wallet import register as register_wallet
 
     register_wallet(sub, verb)
+    from paystream.cli_risk import register as register_risk
+
+    register_risk(sub, verb)
+    from paystream.cli_review import register as register_review
+
+    register_review(sub, verb)
     sp = sub.add_parser("readside")  # internal: the faust read side
     sp.set_defaults(fn=cmd_readside)
     sp.add_argument("--web-port", type=int, default=6066)

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from base.config import Settings
-from paystream import payments_demo, queries, wallet_demo
+from paystream import payments_demo, queries, risk_demo, wallet_demo
 from paystream.oracle import EXP, Oracle
 from paystream.workload import Workload
 from producers.commands import parse_command
@@ -82,6 +82,11 @@ def run_demo(settings: Settings, accounts: int, transfers: int, seed: int, as_js
     if summary["payments"].get("available"):  # the wallet runs where the payment API does
         summary["wallet"] = wallet_demo.run(settings, seed)
         summary["verified"] = summary["verified"] and summary["wallet"]["verified"]
+    if summary["payments"].get("available"):
+        if not as_json:
+            console.print("risk: planted fraud beside legit users, the review queue, a model...")
+        summary["risk"] = risk_demo.run(settings, seed)
+        summary["verified"] = summary["verified"] and not summary["risk"]["problems"]
     if as_json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
@@ -89,6 +94,7 @@ def run_demo(settings: Settings, accounts: int, transfers: int, seed: int, as_js
         payments_demo.print_summary(summary["payments"])
         if "wallet" in summary:
             wallet_demo.print_summary(summary["wallet"])
+        risk_demo.print_summary(summary.get("risk", {}))
     return 0 if summary["verified"] else 1
 
 

@@ -316,6 +316,8 @@ def payments_groups(settings: Settings) -> list[tuple[str, list[str]]]:
         (p + group_of("payments"), [n.payments]),
         (p + EXECUTOR_GROUP, [n.psp_requests]),
         (p + group_of("users"), [n.user_requests]),  # the wallet's users workers
+        (p + group_of("risk"), [n.risk_requests]),
+        (p + group_of("reviews"), [n.reviews]),
     ]
     return [(g, topics) for g, topics in groups if _active(settings, g)]
 
@@ -326,7 +328,13 @@ def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     n = TopicNames(settings.topic_prefix)
     p = settings.topic_prefix
     return [
-        (p + SINK_GROUP, [n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events]),
+        (
+            p + SINK_GROUP,
+            [
+                *(n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events),
+                *(n.risk_decisions, n.review_events, n.risk_labels),
+            ],
+        ),
         (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),
         (p + DETECTOR_GROUP, [n.transfers, n.accounts]),
     ]

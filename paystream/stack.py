@@ -37,6 +37,8 @@ EXECUTOR_ROLE = "psp-executor"
 API_ROLE = "api"
 PSP_SIM_ROLE = "psp-sim"
 USERS_ROLE = "users-worker"
+RISK_ROLE = "risk-worker"
+REVIEWS_ROLE = "reviews-worker"
 DEFAULT_WORKERS = 2
 DEFAULT_PAYMENT_WORKERS = 1
 DEFAULT_USER_WORKERS = 1
@@ -156,6 +158,14 @@ def users_worker_spec(i: int) -> ProcessSpec:
     return ProcessSpec(f"users-{i}", USERS_ROLE, ("users-worker", "--instance", str(i)))
 
 
+def risk_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"risk-{i}", RISK_ROLE, ("risk-worker", "--instance", str(i)))
+
+
+def reviews_worker_spec(i: int) -> ProcessSpec:
+    return ProcessSpec(f"reviews-{i}", REVIEWS_ROLE, ("reviews-worker", "--instance", str(i)))
+
+
 def executor_spec(i: int = 1) -> ProcessSpec:
     return ProcessSpec(f"executor-{i}", EXECUTOR_ROLE, ("executor", "--instance", str(i)))
 
@@ -231,6 +241,9 @@ class Layout:
     psp_sim: bool = False
     # The wallet's users workers (docs/wallet.md): sign-ups, log-outs, wallet transfers.
     user_workers: int = 0
+    # Risk engine and review queue workers (docs/risk.md); None: one each when payments run.
+    risk_workers: int | None = None
+    review_workers: int | None = None
 
     @staticmethod
     def full(
@@ -253,12 +266,27 @@ class Layout:
     def payments(self) -> bool:
         return self.payment_workers > 0 or self.executor or self.api
 
+    @property
+    def risk_count(self) -> int:
+        """Every payment waits for the risk engine: one worker runs when payments do."""
+        if self.risk_workers is not None:
+            return self.risk_workers
+        return 1 if self.payment_workers > 0 else 0
+
+    @property
+    def reviews_count(self) -> int:
+        if self.review_workers is not None:
+            return self.review_workers
+        return 1 if self.payment_workers > 0 else 0
+
 
 def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
     """Every process of the stack but the brokers, in start order."""
     specs = [worker_spec(i) for i in range(1, layout.workers + 1)]
     specs += [payments_worker_spec(i) for i in range(1, layout.payment_workers + 1)]
     specs += [users_worker_spec(i) for i in range(1, layout.user_workers + 1)]
+    specs += [risk_worker_spec(i) for i in range(1, layout.risk_count + 1)]
+    specs += [reviews_worker_spec(i) for i in range(1, layout.reviews_count + 1)]
     if layout.warehouse:
         specs.append(warehouse_spec(settings))
     if layout.readside:

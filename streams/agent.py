@@ -73,3 +73,17 @@ class Agent(Protocol):
     def encode_state(self, state: Any) -> bytes: ...
 
     def decode_state(self, data: bytes) -> Any: ...
+
+
+class ContextAgent(Agent, Protocol):
+    """An agent whose decisions also read one key of their partition: its context (the risk
+    agent's rule set and model, activated by a record in that partition's input). The
+    processor loads the context's state (this batch's, else the store's) and calls
+    ``decide_in`` instead of ``decide``, so a decision sees exactly the activations that came
+    before it in its partition's log, on every worker and every replay."""
+
+    def context_key(self, partition: int, partitions: int) -> str:
+        """The key, hashing to ``partition``, that holds the partition's context."""
+        ...
+
+    def decide_in(self, state: Any, message: Any, context: Any) -> list[Any]: ...

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,14 +16,25 @@ from streams.payments import decide, evolve_all
 from streams.payments import model as pm
 from streams.payments.routing import PspInfo
 from streams.payments.statuses import TERMINAL
+from streams.payments_fields import AMOUNT_CHARS_MAX as AMOUNT_CHARS_MAX
+from streams.payments_fields import CURRENCY as CURRENCY
+from streams.payments_fields import ID_CHARS_MAX as ID_CHARS_MAX
+from streams.payments_fields import IDEMPOTENCY_KEY_CHARS_MAX as IDEMPOTENCY_KEY_CHARS_MAX
+from streams.payments_fields import PAYMENT_ID as PAYMENT_ID
+from streams.payments_fields import opt_str as _opt
+from streams.payments_fields import req_str as _str
+from streams.payments_fields import request_fields as _request_fields
+from streams.payments_risk import (
+    review_opened,
+    risk_json,
+    risk_of,
+    risk_request,
+    to_review_decided,
+    to_risk_decided,
+)
 
 log = logging.getLogger(__name__)
 
-PAYMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}\Z")
-CURRENCY = re.compile(r"[A-Z]{3}\Z")
-IDEMPOTENCY_KEY_CHARS_MAX = 255
-ID_CHARS_MAX = 128  # user ids, accounts, instruments, tokens (as the ledger's ids)
-AMOUNT_CHARS_MAX = 40
 _PSP_KINDS = frozenset({"token_created", "token_failed", "answered", "notified"})
 
 
@@ -48,6 +58,10 @@ class PaymentsAgent:
             return to_psp_reported(record, ts_us)
         if schema == "CommandOutcome":
             return to_ledger_replied(record, ts_us)
+        if schema == "RiskDecision":
+            return to_risk_decided(record, ts_us)
+        if schema == "ReviewEvent":
+            return to_review_decided(record, ts_us)
         raise BadInput("not_a_payment_message", f"{schema} is not a payments message")
 
     def decode_step(self, record: dict[str, Any]) -> pm.Message:
@@ -82,22 +96,6 @@ class PaymentsAgent:
 
 
 # --- records in ---
-
-
-def _str(r: dict[str, Any], name: str, chars_max: int = ID_CHARS_MAX) -> str:
-    v = r.get(name)
-    if not isinstance(v, str) or not v or len(v) > chars_max:
-        raise BadInput("bad_field", f"{name} must be a string of 1..{chars_max} characters")
-    return v
-
-
-def _opt(r: dict[str, Any], name: str) -> str | None:
-    v = r.get(name)
-    if v is None:
-        return None
-    if not isinstance(v, str) or len(v) > 1024:
-        raise BadInput("bad_field", f"{name} must be a string or null")
-    return v
 
 
 def _ts(v: Any, fallback: int) -> int:
@@ -199,19 +197,6 @@ def request_record(
         "digest": digest,
         **_request_fields(req),
         "ts": ts,
-    }
-
-
-def _request_fields(req: pm.PaymentRequest) -> dict[str, Any]:
-    return {
-        "payment_id": req.payment_id,
-        "user_id": req.user_id,
-        "type": req.type.value,
-        "from_acct": req.from_acct,
-        "to_acct": req.to_acct,
-        "amount": req.amount,
-        "currency": req.currency,
-        "payment_option": req.payment_option.value,
     }
 
 
@@ -338,6 +323,12 @@ def to_records(event: pm.Event, direct: bool = False) -> Iterator[Out]:
             yield _attempt_record(event.payment_id, event.attempt)
         case pm.Snapshot():
             yield _status_record(event.state)
+        case pm.RiskRequested():
+            yield risk_request("payment", event.payment, None, None, event.ts)
+        case pm.OutcomeReported():
+            yield risk_request("outcome", event.payment, event.status.value, event.reason, event.ts)
+        case pm.ReviewOpened():
+            yield review_opened(event)
         case _:
             # PaymentCreated, StatusChanged, LedgerUpdated, LedgerRefused: the snapshot says it.
             return
@@ -383,6 +374,7 @@ def encode_state(state: pm.State) -> bytes:
             state.wallet_updated,
             [[s.value, ts] for s, ts in state.history],
             state.version,
+            risk_json(state.risk),
         ]
     return json.dumps(v, separators=(",", ":")).encode()
 
@@ -444,4 +436,5 @@ def decode_state(data: bytes) -> pm.State:
         wallet_updated=v[12],
         history=tuple((pm.Status(s), ts) for s, ts in v[13]),
         version=v[14],
+        risk=risk_of(v[15]) if len(v) > 15 else None,  # states written before the risk step
     )

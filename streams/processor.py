@@ -398,6 +398,8 @@ class Processor:
             agent.direct_step,
             agent.records,
         )
+        # An agent with a partition context (streams.agent.ContextAgent) decides in it.
+        context_key = getattr(agent, "context_key", None)
         step_topic = agent.step_topic
         while work:
             message, p = work.pop()
@@ -409,7 +411,17 @@ class Processor:
             if state is None:
                 store = stores.get(p)
                 state = store.get(key) if store is not None else None
-            events = decide(state, message)
+            if context_key is None:
+                events = decide(state, message)
+            else:
+                ck = context_key(p, n)
+                if ck == key:
+                    context = state
+                else:
+                    context = states.get(ck)
+                    if context is None and (store := stores.get(p)) is not None:
+                        context = store.get(ck)
+                events = agent.decide_in(state, message, context)  # type: ignore[attr-defined]
             if not events:
                 continue
             new_state = evolve(state, events)

@@ -61,6 +61,13 @@ class PaymentsStack:
             [sys.executable, "-m", "paystream.cli", "payments-worker", "--instance", str(instance)],
         )
 
+    def start_risk_worker(self, instance: int = 1) -> None:
+        """The risk engine (its built-in rules allow these tests' payments)."""
+        self._start(
+            f"risk-{instance}",
+            [sys.executable, "-m", "paystream.cli", "risk-worker", "--instance", str(instance)],
+        )
+
     def start_ledger_worker(self, instance: int = 1) -> None:
         self._start(
             f"ledger-{instance}",

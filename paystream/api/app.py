@@ -33,6 +33,7 @@ from .models import (
     PaymentView,
     WebhookAnswer,
 )
+from .reviews import reviews_router
 from .wallet import install as install_wallet
 from .webhooks import Webhooks
 
@@ -144,6 +145,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit_bytes=limits.http_body_bytes_max)
     app.add_middleware(SecurityHeaders)  # outermost: also on the body limit's 413
     _routes(app)
+    app.include_router(reviews_router(settings, real=view is None))
     return app
 
 

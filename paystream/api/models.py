@@ -39,6 +39,8 @@ PaymentTypeName = Literal["pay_in", "pay_out"]
 PaymentOptionName = Literal["card", "bank_account", "paypal", "apple_pay", "google_pay"]
 StatusName = Literal[
     "received",
+    "risk_check",
+    "review",
     "authorizing",
     "processing",
     "pending",
@@ -133,6 +135,21 @@ class HistoryEntry(BaseModel):
     at: str = Field(description="ISO 8601, UTC.")
 
 
+class RiskView(BaseModel):
+    """The risk engine's decision on the payment (docs/risk.md), and a reviewer's."""
+
+    action: Literal["allow", "review", "block"]
+    rules: list[str] = Field(description="The matching rules.")
+    score: str
+    version: str = Field(description="The rule set's version.")
+    decided_at: str
+    review_id: str | None = Field(description="The review item, when it went to review.")
+    review_decision: Literal["approved", "declined"] | None
+    reviewer: str | None
+    note: str | None
+    reviewed_at: str | None
+
+
 class PaymentView(BaseModel):
     """A payment (``streams.payments.views.payment_view``); the 201 shows it as admitted."""
 
@@ -150,6 +167,7 @@ class PaymentView(BaseModel):
     created_at: str
     orders: list[OrderView]
     history: list[HistoryEntry]
+    risk: RiskView | None = Field(description="Null until the risk engine decided.")
 
 
 class Health(BaseModel):

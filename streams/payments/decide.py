@@ -15,6 +15,8 @@ from .evolve import evolve_all
 from .model import (
     NO_ELIGIBLE_PSP,
     PSP_UNAVAILABLE,
+    RISK_BLOCKED,
+    RISK_DECLINED,
     Attempt,
     AttemptChanged,
     AttemptStarted,
@@ -28,6 +30,7 @@ from .model import (
     LedgerStep,
     LedgerUpdated,
     Message,
+    OutcomeReported,
     PaymentCreated,
     PaymentState,
     PaymentType,
@@ -36,17 +39,27 @@ from .model import (
     PspRequested,
     PspStatus,
     ReserveKey,
+    ReviewDecided,
+    ReviewOpened,
+    RiskDecided,
+    RiskRecorded,
+    RiskRequested,
+    RiskSummary,
     Snapshot,
     State,
     Status,
     StatusChanged,
     order_id_of,
+    review_id_of,
 )
 from .routing import PspInfo, route
 from .statuses import AT_PSP
 
+# Statuses whose reaching the risk engine counts as a decline of the user's.
+_DECLINES = (Status.failed, Status.rejected)
+
 # Events after which the payment's public snapshot changed.
-_VISIBLE = (PaymentCreated, StatusChanged, LedgerUpdated, LedgerRefused)
+_VISIBLE = (PaymentCreated, StatusChanged, LedgerUpdated, LedgerRefused, RiskRecorded)
 
 
 def decide(state: State | None, msg: Message, psps: tuple[PspInfo, ...]) -> list[Event]:
@@ -62,7 +75,24 @@ def decide(state: State | None, msg: Message, psps: tuple[PspInfo, ...]) -> list
         case PspReported():
             p = _payment_or_none(state)
             events = [] if p is None else _psp_reported(p, msg)
-    return _with_snapshot(state, events)
+        case RiskDecided():
+            p = _payment_or_none(state)
+            events = [] if p is None else _risk_decided(p, msg)
+        case ReviewDecided():
+            p = _payment_or_none(state)
+            events = [] if p is None else _review_decided(p, msg)
+    return _with_snapshot(state, _with_outcome(state, events))
+
+
+def _with_outcome(state: State | None, events: list[Event]) -> list[Event]:
+    """Tell the risk engine when the payment ends failed or rejected (it counts declines).
+    A payment is created in risk_check, so it ends in a later decision, on its state."""
+    if not isinstance(state, PaymentState):
+        return events
+    for e in events:
+        if isinstance(e, StatusChanged) and e.status in _DECLINES:
+            return [*events, OutcomeReported(state.request, e.status, e.reason, e.ts)]
+    return events
 
 
 def _with_snapshot(state: State | None, events: list[Event]) -> list[Event]:
@@ -118,14 +148,64 @@ def _create(
         routing_reason=r.reason,
         history=((Status.received, msg.ts),),
     )
-    events: list[Event] = [PaymentCreated(p)]
-    if not r.candidates:
-        events.append(StatusChanged(Status.failed, NO_ELIGIBLE_PSP, msg.ts))
-        return events
+    # The risk engine decides before the ledger or any PSP is asked (docs/risk.md).
+    return [
+        PaymentCreated(p),
+        RiskRequested(req, msg.ts),
+        StatusChanged(Status.risk_check, None, msg.ts),
+    ]
+
+
+def _go_on(p: PaymentState, ts: int) -> list[Event]:
+    """Risk allowed it (or a reviewer approved): fail it if no PSP can take it, else ask the
+    ledger (a pay-in's account check, a pay-out's hold)."""
+    if not p.candidates:
+        return [StatusChanged(Status.failed, NO_ELIGIBLE_PSP, ts)]
+    req = p.request
     step = LedgerStep.authorize if req.type is PaymentType.pay_in else LedgerStep.hold
-    events.append(LedgerCommandIssued(step, req, None, None, msg.ts))
-    events.append(StatusChanged(Status.authorizing, None, msg.ts))
-    return events
+    return [
+        LedgerCommandIssued(step, req, None, None, ts),
+        StatusChanged(Status.authorizing, None, ts),
+    ]
+
+
+# --- the risk engine's and the reviewers' answers ---
+
+
+def _risk_decided(p: PaymentState, msg: RiskDecided) -> list[Event]:
+    if p.status is not Status.risk_check:
+        return []  # a repeated decision: the first one stands
+    ts = msg.ts
+    summary = RiskSummary(msg.action, msg.rules, msg.score, msg.version, ts)
+    if msg.action == "allow":
+        return [RiskRecorded(summary), *_go_on(p, ts)]
+    if msg.action == "block":
+        return [RiskRecorded(summary), StatusChanged(Status.rejected, RISK_BLOCKED, ts)]
+    if msg.action != "review":
+        raise InvariantViolation(f"payment {p.payment_id!r}: risk action {msg.action!r}")
+    item = review_id_of(p.payment_id)
+    return [
+        RiskRecorded(replace(summary, review_id=item)),
+        ReviewOpened(item, p.request, msg.rules, msg.evidence, ts),
+        StatusChanged(Status.review, None, ts),
+    ]
+
+
+def _review_decided(p: PaymentState, msg: ReviewDecided) -> list[Event]:
+    risk = p.risk
+    if p.status is not Status.review or risk is None or msg.item_id != risk.review_id:
+        return []  # not waiting for this review (a repeated or stray decision)
+    ts = msg.ts
+    reviewed = replace(
+        risk,
+        review_decision="approved" if msg.approved else "declined",
+        reviewer=msg.reviewer,
+        note=msg.note,
+        reviewed_at=ts,
+    )
+    if msg.approved:
+        return [RiskRecorded(reviewed), *_go_on(p, ts)]
+    return [RiskRecorded(reviewed), StatusChanged(Status.rejected, RISK_DECLINED, ts)]
 
 
 # --- the ledger's answers ---

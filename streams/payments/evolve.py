@@ -14,9 +14,13 @@ from .model import (
     LedgerCommandIssued,
     LedgerRefused,
     LedgerUpdated,
+    OutcomeReported,
     PaymentCreated,
     PaymentState,
     PspRequested,
+    ReviewOpened,
+    RiskRecorded,
+    RiskRequested,
     Snapshot,
     State,
     StatusChanged,
@@ -30,7 +34,13 @@ def evolve(state: State | None, event: Event) -> State | None:
             return event.state
         case PaymentCreated():
             return event.state
-        case LedgerCommandIssued() | PspRequested():
+        case (
+            LedgerCommandIssued()
+            | PspRequested()
+            | RiskRequested()
+            | ReviewOpened()
+            | OutcomeReported()
+        ):
             return state
     p = _payment(state, event)
     match event:
@@ -42,6 +52,8 @@ def evolve(state: State | None, event: Event) -> State | None:
                 reason=event.reason if event.reason is not None else p.reason,
                 history=(*p.history, (event.status, event.ts)),
             )
+        case RiskRecorded():
+            return replace(p, risk=event.summary)
         case LedgerUpdated():
             return replace(p, ledger_updated=True, wallet_updated=True)
         case LedgerRefused():

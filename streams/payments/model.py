@@ -42,6 +42,8 @@ class Status(StrEnum):
     """A payment's status (its one order has the same). Table in docs/payments.md."""
 
     received = "received"
+    risk_check = "risk_check"
+    review = "review"
     authorizing = "authorizing"
     processing = "processing"
     pending = "pending"
@@ -75,6 +77,16 @@ class PspStatus(StrEnum):
 # Why a payment failed when the PSP gave no code of its own.
 PSP_UNAVAILABLE = "psp_unavailable"
 NO_ELIGIBLE_PSP = "no_eligible_psp"
+# Why the risk engine stopped a payment (docs/risk.md).
+RISK_BLOCKED = "risk_blocked"
+RISK_DECLINED = "risk_declined"
+REVIEW_KIND = "risk"  # the review queue's kind of the risk engine's items
+
+
+def review_id_of(payment_id: str) -> str:
+    """The review item of a payment held for review."""
+    return f"{REVIEW_KIND}:{payment_id}"
+
 
 # --- Messages ---
 
@@ -169,7 +181,40 @@ class PspReported:
         return self.payment_id
 
 
-Message = ReserveKey | CreatePayment | LedgerReplied | PspReported
+@dataclass(frozen=True, slots=True)
+class RiskDecided:
+    """The risk engine's live decision on this payment: allow, review or block."""
+
+    payment_id: str
+    action: str  # allow | review | block
+    rules: tuple[str, ...]  # the matching rules
+    score: str
+    version: str  # the rule set's
+    evidence: str  # what the engine saw (JSON), for a reviewer
+    ts: int
+
+    @property
+    def key(self) -> str:
+        return self.payment_id
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecided:
+    """A reviewer's decision on the payment's review item (first decision wins)."""
+
+    payment_id: str
+    item_id: str
+    approved: bool
+    reviewer: str
+    note: str
+    ts: int
+
+    @property
+    def key(self) -> str:
+        return self.payment_id
+
+
+Message = ReserveKey | CreatePayment | LedgerReplied | PspReported | RiskDecided | ReviewDecided
 
 # --- State ---
 
@@ -202,6 +247,22 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskSummary:
+    """The risk engine's decision on the payment, and a reviewer's, if it went to review."""
+
+    action: str
+    rules: tuple[str, ...]
+    score: str
+    version: str
+    decided_at: int
+    review_id: str | None = None
+    review_decision: str | None = None  # approved | declined
+    reviewer: str | None = None
+    note: str | None = None
+    reviewed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentState:
     request: PaymentRequest
     scope: str
@@ -217,6 +278,7 @@ class PaymentState:
     wallet_updated: bool = False
     history: tuple[tuple[Status, int], ...] = ()
     version: int = 0  # of the last PaymentStatusChanged snapshot
+    risk: RiskSummary | None = None
 
     @property
     def payment_id(self) -> str:
@@ -330,6 +392,42 @@ class PspRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskRequested:
+    """Ask the risk engine (keyed by the user) to decide the payment."""
+
+    payment: PaymentRequest
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class RiskRecorded:
+    """The risk decision (or the review's) as the payment keeps it."""
+
+    summary: RiskSummary
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewOpened:
+    """The payment waits for a reviewer: an item in the review queue."""
+
+    item_id: str
+    payment: PaymentRequest
+    rules: tuple[str, ...]
+    evidence: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReported:
+    """The payment ended failed or rejected: the risk engine counts it as a decline."""
+
+    payment: PaymentRequest
+    status: Status
+    reason: str | None
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The payment as it stands after this decision (a PaymentStatusChanged record)."""
 
@@ -346,5 +444,9 @@ Event = (
     | AttemptStarted
     | AttemptChanged
     | PspRequested
+    | RiskRequested
+    | RiskRecorded
+    | ReviewOpened
+    | OutcomeReported
     | Snapshot
 )

@@ -18,8 +18,12 @@ TERMINAL: frozenset[Status] = frozenset({S.succeeded, S.failed, S.rejected})
 AT_PSP: frozenset[Status] = frozenset({S.processing, S.pending, S.unknown})
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    # No eligible PSP fails a payment before the ledger is asked.
-    S.received: frozenset({S.authorizing, S.failed}),
+    # Every payment is decided by the risk engine first (docs/risk.md).
+    S.received: frozenset({S.risk_check}),
+    # Allowed: the ledger is asked, or no PSP can take it. Blocked: rejected. Else review.
+    S.risk_check: frozenset({S.authorizing, S.failed, S.rejected, S.review}),
+    # A reviewer approves (as allowed) or declines (rejected).
+    S.review: frozenset({S.authorizing, S.failed, S.rejected}),
     # The ledger refuses (rejected) or accepts: a PSP is asked.
     S.authorizing: frozenset({S.processing, S.rejected}),
     # Fallback to another PSP stays in processing (a new attempt, not a new status).

@@ -43,8 +43,28 @@ def payment_view(p: PaymentState) -> dict[str, Any]:
             }
         ],
         "history": [{"status": s.value, "at": iso(ts)} for s, ts in p.history],
+        "risk": risk_view(p),
     }
     return view
+
+
+def risk_view(p: PaymentState) -> dict[str, Any] | None:
+    """The risk engine's decision (and the reviewer's), or None before it decided."""
+    r = p.risk
+    if r is None:
+        return None
+    return {
+        "action": r.action,
+        "rules": list(r.rules),
+        "score": r.score,
+        "version": r.version,
+        "decided_at": iso(r.decided_at),
+        "review_id": r.review_id,
+        "review_decision": r.review_decision,
+        "reviewer": r.reviewer,
+        "note": r.note,
+        "reviewed_at": iso(r.reviewed_at) if r.reviewed_at is not None else None,
+    }
 
 
 def attempt_view(a: Attempt) -> dict[str, Any]:
@@ -74,5 +94,6 @@ def admission_view(p: PaymentState) -> dict[str, Any]:
         ledger_updated=False,
         wallet_updated=False,
         history=((Status.received, p.created_at),),
+        risk=None,
     )
     return payment_view(first)

@@ -144,8 +144,8 @@ def test_up_and_status(stack: CliStack) -> None:
     assert up["broker"]["embedded"] is False
     names = {p["name"]: p for p in up["processes"]}
     assert set(names) == {
-        "ledger-1", "warehouse", "readside", "detector",
-        "payments-1", "users-1", "psp-sim", "executor-1", "api",
+        "ledger-1", "warehouse", "readside", "detector", "payments-1", "users-1",
+        "risk-1", "reviews-1", "psp-sim", "executor-1", "api",
     }  # fmt: skip
     assert all(p["alive"] for p in names.values()), up
 

@@ -77,8 +77,8 @@ def test_admission_replays_and_conflicts_survive_kill_9(
     exists = stack.post(BODY, "key-2")
     assert (exists.status_code, exists.json()["error"]) == (409, "payment_exists")
 
-    # No ledger worker: the payment waits for the ledger's account check.
-    assert stack.wait_status("pay-1", {"authorizing"})["orders"][0]["payment_order_id"] == "pay-1/1"
+    # No risk worker: the payment waits for the risk engine (before the ledger's check).
+    assert stack.wait_status("pay-1", {"risk_check"})["orders"][0]["payment_order_id"] == "pay-1/1"
 
     # kill -9 and start again (same port and local state): the same answers, from the log.
     stack.kill_api()
@@ -98,7 +98,7 @@ def test_admission_replays_and_conflicts_survive_kill_9(
         from_other = other.post(BODY, "key-1")
         assert (from_other.status_code, from_other.json()) == (201, body)
         assert from_other.headers["Idempotent-Replayed"] == "true"
-        assert other.get("pay-1").json()["status"] == "authorizing"
+        assert other.get("pay-1").json()["status"] == "risk_check"
     finally:
         other.stop()
     assert _requests_for_key(settings, "key-1") == 1  # replays produced nothing
@@ -190,7 +190,7 @@ def test_a_request_not_admitted_in_time_is_answered_on_retry(
         assert (late.status_code, late.json()["error"]) == (503, "not_admitted_in_time")
         stack.start_payments_worker()
         # The request stayed in the log: the worker admits it without a retry...
-        stack.wait_status("pay-late", {"authorizing"})
+        stack.wait_status("pay-late", {"risk_check"})
         # ...and a retry with the same key gets the original answer.
         with PaymentsClient(f"http://127.0.0.1:{stack.api_port}", TOKEN) as client:
             paid = client.pay(**{**BODY, "payment_id": "pay-late"}, idempotency_key="key-late")
@@ -214,6 +214,7 @@ def test_a_pay_in_to_a_missing_account_is_rejected_by_the_ledger(
     from tests.stack import LedgerStack
 
     stack.start_ledger_worker()
+    stack.start_risk_worker()  # every payment is decided by the risk engine first
     ledger = LedgerStack(settings, workers=1)
     ledger.send(
         [

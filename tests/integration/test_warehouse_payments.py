@@ -89,8 +89,8 @@ def test_payment_events_land_once_each_and_the_latest_version_wins(stack: Ledger
 
     # Round 1: later versions before earlier ones, a duplicate, and two records the tables
     # cannot take (an amount finer than Decimal(38, 6), a record of another type).
-    round1 = _swap_versions(events, "pi-ok/v4", "pi-ok/v5")
-    round1 = _swap_versions(round1, "pi-declined/v4", "pi-declined/v5")
+    round1 = _swap_versions(events, "pi-ok/v5", "pi-ok/v6")
+    round1 = _swap_versions(round1, "pi-declined/v5", "pi-declined/v6")
     round1 = _swap_versions(round1, "pi-ok/1/2/v2", "pi-ok/1/2/v3")
     poison = {**statuses[0], "event_id": "poison/v1", "payment_id": "poison", "amount": "0.0000001"}
     other = {"source": "x", "reason": "x", "error_code": "x", "payload": b"", "ts": 1}
@@ -118,7 +118,7 @@ def test_payment_events_land_once_each_and_the_latest_version_wins(stack: Ledger
     assert {e: n for e, n in counts} == {r["event_id"]: 1 for r in statuses}
     row = ch.query(
         "SELECT amount, ledger_updated, is_complete, psp, reason, toUnixTimestamp64Micro(ts)"
-        " FROM payment_status_changes FINAL WHERE event_id = 'pi-ok/v5'"
+        " FROM payment_status_changes FINAL WHERE event_id = 'pi-ok/v6'"
     ).result_rows
     assert row == [(Decimal("10.5"), True, True, "backupcard", None, latest["pi-ok"]["ts"])]
 
@@ -192,7 +192,7 @@ def test_payment_events_land_once_each_and_the_latest_version_wins(stack: Ledger
     docs = _documented_queries()
     assert len(docs) == 5
     history, by_psp, rates, fallbacks, stuck = (ch.query(sql).result_rows for sql in docs)
-    assert [h[:2] for h in history] == [(r["version"], r["status"]) for r in statuses[:5]]
+    assert [h[:2] for h in history] == [(r["version"], r["status"]) for r in statuses[:6]]
     assert sorted(by_psp, key=str) == sorted(
         [
             ("backupcard", "succeeded", "USD", 1, Decimal("10.5")),

@@ -94,7 +94,9 @@ def test_created_then_replayed_then_reused(tmp_path: Path) -> None:
         assert replayed_409.status_code == 409
         assert replayed_409.headers["Idempotent-Replayed"] == "true"
         got = await c.get(f"{PATH}/p-1", headers=AUTH)
-        assert got.status_code == 200 and got.json()["status"] == "authorizing"
+        assert (
+            got.status_code == 200 and got.json()["status"] == "risk_check"
+        )  # no risk engine here
 
     _run(tmp_path, scenario)
 

@@ -53,6 +53,15 @@ EXPECTED_NAMES = {
         "VoidPayout",
     },
     "paystream.payments": {"RequestPayment", "PspResult", "PspRequest"},
+    "paystream.risk": {
+        "RiskRequest",
+        "RiskAccountFact",
+        "RiskActivation",
+        "RiskDecision",
+        "RiskVersion",
+        "RiskLabel",
+    },
+    "paystream.reviews": {"ReviewRequest", "ReviewEvent"},
     "paystream.events": {
         "LedgerPosting",
         "CommandOutcome",

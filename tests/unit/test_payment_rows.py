@@ -42,10 +42,10 @@ def test_a_status_snapshot_becomes_a_row_with_decimal_amount_and_bool_flags() ->
         dict(zip(PAYMENT_STATUS_COLUMNS, payment_status_row(r, 3, 42), strict=True))
         for r in records
     ]
-    done = next(r for r in rows if r["event_id"] == "pi-ok/v5")
+    done = next(r for r in rows if r["event_id"] == "pi-ok/v6")  # v2: risk_check
     assert done == {
-        "event_id": "pi-ok/v5",
-        "version": 5,
+        "event_id": "pi-ok/v6",
+        "version": 6,
         "payment_id": "pi-ok",
         "user_id": "u1",
         "type": "pay_in",

@@ -64,7 +64,10 @@ class World:
         self.ts += 1000
         return self.ts
 
-    def request(self, payment_id: str = "p1", key: str = "k1", **kw: str) -> list[Out]:
+    def request(
+        self, payment_id: str = "p1", key: str = "k1", risk: str | None = "allow", **kw: str
+    ) -> list[Out]:
+        """A payment request; the risk engine then decides it (``risk``; None: not yet)."""
         req = {
             "payment_id": payment_id,
             "user_id": "u1",
@@ -84,7 +87,21 @@ class World:
             **req,
             "ts": 0,
         }
-        return self.send(self.agent.decode("payments", "RequestPayment", record, self.tick()))
+        outs = self.send(self.agent.decode("payments", "RequestPayment", record, self.tick()))
+        if risk is not None and _only(outs, "risk_requests"):
+            outs += self.risk(payment_id, risk)
+        return outs
+
+    def risk(self, payment_id: str, action: str, rules: tuple[str, ...] = ()) -> list[Out]:
+        return self.send(
+            pm.RiskDecided(payment_id, action, rules, "0", "v1", '{"score":"0"}', self.tick())
+        )
+
+    def review(self, payment_id: str, approved: bool, item: str | None = None) -> list[Out]:
+        item_id = item or pm.review_id_of(payment_id)
+        return self.send(
+            pm.ReviewDecided(payment_id, item_id, approved, "alice", "checked", self.tick())
+        )
 
     def ledger(
         self, payment_id: str, step: str, accepted: bool = True, reason: str | None = None
@@ -162,6 +179,7 @@ def test_pay_in_succeeds_through_token_then_execute_then_settle() -> None:
     assert view["orders"][0]["attempts"][0]["psp_reference"] == "ref1"
     assert [h["status"] for h in view["history"]] == [
         "received",
+        "risk_check",
         "authorizing",
         "processing",
         "posting",
@@ -169,7 +187,7 @@ def test_pay_in_succeeds_through_token_then_execute_then_settle() -> None:
     ]
     # One snapshot per visible change, versions 1.. without gaps.
     versions = [o.record["version"] for o in w.out if o.schema == "PaymentStatusChanged"]
-    assert versions == list(range(1, len(versions) + 1)) and len(versions) == 5
+    assert versions == list(range(1, len(versions) + 1)) and len(versions) == 6
 
 
 def test_the_admission_body_is_the_first_snapshot_whatever_happened_since() -> None:

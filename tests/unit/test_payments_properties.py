@@ -1,10 +1,12 @@
 """Property: no sequence of PSP answers, webhooks, polls, redeliveries and reorderings charges
-an order twice, loses a succeeded charge, or moves a terminal status.
+an order twice, loses a succeeded charge, or moves a terminal status; and nothing is asked of
+the ledger or a PSP before the risk engine allowed the payment or a reviewer approved it.
 
 The payments core runs against a deterministic simulation of everything around it: a network
 that delivers records in any order, any number of times; PSPs that keep each token's truth
 (executing a token twice charges once, as the two-phase protocol promises) and may refuse
-tokens; a ledger that answers each command. Hypothesis drives the order of events.
+tokens; a ledger that answers each command; a risk engine that allows, blocks or sends the
+payment to review, and a reviewer who approves or declines. Hypothesis drives the order.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ PSPS = (
     PspInfo("c", frozenset({"card"}), frozenset({"USD"}), 3, Decimal(1), 0),
 )
 TRUTHS = ("succeeded", "declined", "pending_then_succeeded", "pending_then_declined")
+RISK_ACTIONS = ("allow", "review", "block")
 
 
 @dataclass
@@ -48,6 +51,8 @@ class PaymentMachine(RuleBasedStateMachine):
         ledger_accepts=st.booleans(),
         refusals=st.tuples(st.booleans(), st.booleans(), st.booleans()),
         truths=st.tuples(*(st.sampled_from(TRUTHS) for _ in PSPS)),
+        risk=st.sampled_from(RISK_ACTIONS),
+        approves=st.booleans(),
     )
     def start(
         self,
@@ -55,7 +60,12 @@ class PaymentMachine(RuleBasedStateMachine):
         ledger_accepts: bool,
         refusals: tuple[bool, ...],
         truths: tuple[str, ...],
+        risk: str,
+        approves: bool,
     ) -> None:
+        self.risk_action = risk
+        self.approves = approves
+        self.risk_requests: list[str] = []  # kinds of the records to the risk engine
         self.agent = PaymentsAgent(PSPS)
         self.states: dict[str, Any] = {}
         self.network: list[tuple[str, Any]] = []  # (kind, payload) not yet delivered
@@ -99,7 +109,13 @@ class PaymentMachine(RuleBasedStateMachine):
                     self._route(o)
 
     def _route(self, o: Out) -> None:
-        if o.topic == "commands":
+        if o.topic == "risk_requests":
+            self.risk_requests.append(o.record["kind"])
+            if o.record["kind"] == "payment":
+                self.network.append(("risk", o.record))
+        elif o.topic == "reviews":
+            self.network.append(("review", o.record))
+        elif o.topic == "commands":
             self.ledger_steps.append(o.record["command_id"].rsplit("/", 1)[1])
             self.network.append(("ledger", o.record))
         elif o.topic == "psp_requests":
@@ -109,6 +125,11 @@ class PaymentMachine(RuleBasedStateMachine):
 
     def _answer(self, kind: str, r: dict[str, Any]) -> list[pm.Message]:
         ts = self._tick()
+        if kind == "risk":
+            return [pm.RiskDecided("p1", self.risk_action, ("r",), "1", "v1", "{}", ts)]
+        if kind == "review":
+            item = r["item_id"]
+            return [pm.ReviewDecided("p1", item, self.approves, "rev", "note", ts)]
         if kind == "ledger":
             step = r["command_id"].rsplit("/", 1)[1]
             ok = self.ledger_accepts or step not in ("authorize", "hold")
@@ -205,6 +226,20 @@ class PaymentMachine(RuleBasedStateMachine):
             self.terminal = p.status
 
     @invariant()
+    def nothing_moves_before_risk_lets_it(self) -> None:
+        p = self.states.get("p1")
+        let_through = (
+            isinstance(p, pm.PaymentState)
+            and p.risk is not None
+            and (p.risk.action == "allow" or p.risk.review_decision == "approved")
+        )
+        if not let_through:
+            assert not self.ledger_steps, self.ledger_steps
+            assert not any(x.tokens or x.executed for x in self.psps.values())
+        assert self.risk_requests.count("payment") == 1
+        assert self.risk_requests.count("outcome") <= 1
+
+    @invariant()
     def ledger_steps_are_consistent(self) -> None:
         steps = self.ledger_steps
         assert len(steps) == len(set(steps)), f"a ledger step issued twice: {steps}"
@@ -223,6 +258,12 @@ class PaymentMachine(RuleBasedStateMachine):
         p = self.states.get("p1")
         assert isinstance(p, pm.PaymentState)
         assert p.status in TERMINAL or p.status is pm.Status.unknown, p.status
+        stopped = {"block": pm.RISK_BLOCKED, "review": None if self.approves else pm.RISK_DECLINED}
+        if stopped.get(self.risk_action):
+            assert (p.status, p.reason) == (pm.Status.rejected, stopped[self.risk_action])
+            assert not self.ledger_steps and self.risk_requests == ["payment", "outcome"]
+        ended_badly = p.status in (pm.Status.failed, pm.Status.rejected)
+        assert self.risk_requests.count("outcome") == (1 if ended_badly else 0)
         executed = [x for x in self.psps.values() if x.executed]
         if p.status is pm.Status.succeeded:
             assert executed and executed[0].final() == "succeeded" and p.ledger_updated

@@ -10,6 +10,8 @@ import pytest
 
 import streams.ledger
 import streams.payments
+import streams.reviews
+import streams.risk
 import streams.users
 
 CORE = Path(streams.ledger.__file__).parent
@@ -18,6 +20,11 @@ USERS_CORE = Path(streams.users.__file__).parent
 ALLOWED_TOP_LEVEL = {"__future__", "dataclasses", "enum", "typing", "collections", "functools"}
 # The payments core may also use the ledger's pure error type and stdlib dates and decimals.
 PAYMENTS_ALLOWED = {*ALLOWED_TOP_LEVEL, "datetime", "decimal", "streams.ledger.errors"}
+# The risk core also parses TOML (tomllib) and rule expressions (rule_engine: a parser, no
+# I/O), and hashes rule files; the review queue's core reads JSON evidence.
+RISK_CORE = Path(streams.risk.__file__).parent
+REVIEWS_CORE = Path(streams.reviews.__file__).parent
+RISK_ALLOWED = {*PAYMENTS_ALLOWED, "tomllib", "hashlib", "re", "rule_engine", "json"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -58,9 +65,20 @@ def test_users_core_imports_only_pure_modules() -> None:
             )
 
 
-@pytest.mark.parametrize("module", ["fastapi", "httpx", "confluent_kafka.admin"])
+@pytest.mark.parametrize("core", [RISK_CORE, REVIEWS_CORE])
+def test_risk_and_review_cores_import_only_pure_modules(core: Path) -> None:
+    files = sorted(core.glob("*.py"))
+    assert len(files) >= 5
+    for path in files:
+        for name in _imports(path):
+            allowed = name in RISK_ALLOWED or name.split(".")[0] in RISK_ALLOWED
+            assert allowed, f"{core.name}/{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("module", ["fastapi", "httpx", "confluent_kafka.admin", "lightgbm"])
 def test_payments_check_refuses_adapters(module: str) -> None:
     assert module not in PAYMENTS_ALLOWED and module.split(".")[0] not in PAYMENTS_ALLOWED
+    assert module not in RISK_ALLOWED and module.split(".")[0] not in RISK_ALLOWED
 
 
 def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
