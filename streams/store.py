@@ -85,11 +85,19 @@ class PartitionStore(Generic[S]):
         raw = self._db.get(_CHECKPOINT)
         return 0 if raw is None else int(raw)
 
-    def apply(self, states: dict[str, S], next_offset: int | None) -> None:
-        """Write committed states and the checkpoint in one atomic batch."""
+    def apply(
+        self,
+        states: dict[str, S],
+        next_offset: int | None,
+        encoded: dict[str, bytes] | None = None,
+    ) -> None:
+        """Write committed states and the checkpoint in one atomic batch. ``encoded`` holds
+        states already encoded (for the changelog): each state is encoded once per batch."""
         wb = WriteBatch(raw_mode=True)
+        encode = self._encode
         for key, state in states.items():
-            wb.put(key.encode(), self._encode(state))
+            raw = encoded.get(key) if encoded is not None else None
+            wb.put(key.encode(), encode(state) if raw is None else raw)
             self._cache[key] = state
         if next_offset is not None:
             wb.put(_CHECKPOINT, str(next_offset).encode())
