@@ -27,6 +27,12 @@ DEFAULT_API_PORT = 8080
 DEFAULT_PSP_SIM_PORT = 8091
 DEFAULT_DETECTOR_MAX_HOPS = 4
 DEFAULT_DETECTOR_WINDOW_S = 7 * 86_400.0
+# Scheduled payments (docs/schedules.md): occurrences missed by up to this long are paid
+# late; older ones are recorded skipped. N failed payments in a row pause a schedule.
+# HOURLY and coarser occurrences are spread over [T, T + jitter].
+DEFAULT_SCHEDULE_CATCHUP_WINDOW_S = 86_400.0
+DEFAULT_SCHEDULE_FAILURES_TO_PAUSE = 3
+DEFAULT_SCHEDULE_JITTER_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,22 @@ class Limits:
     api_admissions_in_flight_max: int = 10_000
     # The API's producer: a short linger batches concurrent admissions at little latency cost.
     api_producer_linger_ms: int = 2
+    # Scheduled payments (docs/schedules.md; the core's own limits, 20 recent occurrences per
+    # schedule, the rule search budget, live in streams.schedules). Payments the scheduler
+    # has submitted to the payment API and not yet had an answer for; past it, due
+    # occurrences wait their turn, in due order.
+    scheduler_submits_in_flight_max: int = 256
+    # A submission the API could not take (503, connection lost) is retried with the same
+    # Idempotency-Key after a pause that doubles up to this; one answer waits at most this.
+    scheduler_submit_backoff_max_s: float = 5.0
+    scheduler_submit_timeout_s: float = 20.0
+    # How often an idle scheduler looks at its clock and its answers (the due-time precision).
+    scheduler_tick_ms: int = 50
+    # Occurrences one explicit backfill may submit.
+    schedule_backfill_occurrences_max: int = 1_000
+    # GET /payments/scheduled-payment/v1: schedules per page (default, and at most).
+    schedule_page_default: int = 50
+    schedule_page_max: int = 500
     # Wallet (paystream/api/wallet/, docs/wallet.md). A session token (JWT) lives this long.
     wallet_session_ttl_s: int = 3600
     # Log-in lock-out: past this many failures within the window, for one username or one
@@ -199,6 +221,10 @@ class Settings:
     psp_sim_port: int = DEFAULT_PSP_SIM_PORT
     # Tests only: processes honour faults armed under $PAYSTREAM_HOME/faults/ (never in prod).
     test_faults: bool = False
+    # Scheduled payments' policy (PAYSTREAM_SCHEDULE_*; docs/schedules.md).
+    schedule_catchup_window_s: float = DEFAULT_SCHEDULE_CATCHUP_WINDOW_S
+    schedule_failures_to_pause: int = DEFAULT_SCHEDULE_FAILURES_TO_PAUSE
+    schedule_jitter_s: float = DEFAULT_SCHEDULE_JITTER_S
     # The API's CORS: origins allowed to call it from a browser (PAYSTREAM_API_CORS_ORIGINS,
     # comma-separated); none by default, so no other origin may read an answer.
     api_cors_origins: tuple[str, ...] = ()
@@ -251,6 +277,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_port=int(env.get("PAYSTREAM_API_PORT") or DEFAULT_API_PORT),
         psp_sim_port=int(env.get("PAYSTREAM_PSP_SIM_PORT") or DEFAULT_PSP_SIM_PORT),
         test_faults=env.get("PAYSTREAM_TEST_FAULTS", "") not in ("", "0"),
+        schedule_catchup_window_s=float(
+            env.get("PAYSTREAM_SCHEDULE_CATCHUP_WINDOW_S") or DEFAULT_SCHEDULE_CATCHUP_WINDOW_S
+        ),
+        schedule_failures_to_pause=int(
+            env.get("PAYSTREAM_SCHEDULE_FAILURES_TO_PAUSE") or DEFAULT_SCHEDULE_FAILURES_TO_PAUSE
+        ),
+        schedule_jitter_s=float(
+            env.get("PAYSTREAM_SCHEDULE_JITTER_S") or DEFAULT_SCHEDULE_JITTER_S
+        ),
         api_cors_origins=tuple(
             o.strip() for o in env.get("PAYSTREAM_API_CORS_ORIGINS", "").split(",") if o.strip()
         ),
@@ -301,6 +336,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "PAYSTREAM_LOG_LEVEL": settings.log_level,
         "PAYSTREAM_EXIT_WITH_PARENT": "1" if settings.exit_with_parent else "",
         "PAYSTREAM_KAFKA_LIBS": str(settings.kafka_libs or ""),
+        "PAYSTREAM_SCHEDULE_CATCHUP_WINDOW_S": repr(settings.schedule_catchup_window_s),
+        "PAYSTREAM_SCHEDULE_FAILURES_TO_PAUSE": str(settings.schedule_failures_to_pause),
+        "PAYSTREAM_SCHEDULE_JITTER_S": repr(settings.schedule_jitter_s),
         "PAYSTREAM_API_CORS_ORIGINS": ",".join(settings.api_cors_origins),
         "PAYSTREAM_API_COOKIE_SECURE": ""
         if settings.api_cookie_secure is None

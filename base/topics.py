@@ -89,6 +89,24 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Changelog of the payments agents' state (compacted).",
         compacted=True,
     ),
+    # Scheduled payments (docs/schedules.md): keyed by schedule id, co-partitioned.
+    TopicSpec(
+        "schedule_commands",
+        "paystream.schedule-commands.v1",
+        "The scheduler's input: the API's create, update, delete and backfill requests, and "
+        "scheduled payments' outcomes.",
+    ),
+    TopicSpec(
+        "schedules",
+        "paystream.schedules.v1",
+        "The schedule store: each schedule's state (compacted); the scheduler rebuilds from it.",
+        compacted=True,
+    ),
+    TopicSpec(
+        "schedule_events",
+        "paystream.schedule-events.v1",
+        "Schedule snapshots and occurrences (submitted, skipped, settled) with their payment ids.",
+    ),
     # The wallet's users (docs/wallet.md): requests keyed by the name, user or key that decides
     # them, co-partitioned with their changelog, which holds the users themselves.
     TopicSpec(

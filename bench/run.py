@@ -79,7 +79,18 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["bench_payments.py", "--only", "mix", "--seconds", "10", "--rate", "100"],
     ),
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
+    ("scheduler", ["bench_scheduler.py"], ["bench_scheduler.py", "--quick"]),
     ("risk", ["bench_risk.py"], ["bench_risk.py", "--quick"]),
+    (
+        "recon: settlement",
+        ["bench_recon.py", "--only", "settlement"],
+        ["bench_recon.py", "--only", "settlement", "--rows", "50000"],
+    ),
+    (
+        "recon: internal",
+        ["bench_recon.py", "--only", "internal"],
+        ["bench_recon.py", "--only", "internal", "--orders", "50000"],
+    ),
 ]
 
 
@@ -188,6 +199,9 @@ def peak_memory(results: list[dict]) -> dict[str, float]:
             "sink": "warehouse sink + chDB",
             "detector": "detector",
         }
+        if r.get("name", "").startswith("scheduler_"):
+            note("scheduler", r.get("scheduler_rss_mb"))
+            note("scheduler", r.get("scheduler_rss_mb_after_restart"))
         for key, label in kind.items():
             if r.get("name", "").startswith(key):
                 note(label, r.get("bench_process_peak_rss_mb"))
@@ -242,6 +256,23 @@ def headline(report: dict) -> list[tuple[str, object, object]]:
             None,
         )
     )
+    sc, sr = first("scheduler_create"), first("scheduler_restart")
+    rows.append(
+        (f"scheduler RSS, {sc.get('schedules')} schedules (MB)", sc.get("scheduler_rss_mb"), None)
+    )
+    rows.append(("scheduler restart from the store topic, s", sr.get("restart_to_ready_s"), None))
+    for label in ("spread", "burst"):
+        due = first(f"scheduler_due_{label}")
+        late = due.get("late_s") or {}
+        if late:
+            rows.append(
+                (
+                    f"scheduler, {due['due_in_one_minute']} due ({label}): late p50 / p99 s,"
+                    f" fired/s {due.get('fired_per_s')}",
+                    f"{late.get('p50')} / {late.get('p99')}",
+                    "p99 5" if label == "spread" else None,  # the issue's: spread by jitter
+                )
+            )
     risk = first("risk_decision_latency")
     rows.append(("risk decision p99 µs", (risk.get("latency_us") or {}).get("p99"), 10_000))
     model = first("risk_model_held_out_week")

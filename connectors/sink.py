@@ -60,6 +60,14 @@ from connectors.risk_rows import (
     risk_label_row,
     risk_version_row,
 )
+from connectors.schedule_rows import (
+    OCCURRENCE_COLUMNS,
+    OCCURRENCE_TABLE,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_TABLE,
+    occurrence_row,
+    schedule_row,
+)
 from schemas.codec import HEADER_BYTES, MAGIC, Codec
 from schemas.errors import DecodeError
 
@@ -181,6 +189,8 @@ COLUMNS = {
     "alerts": ALERT_COLUMNS,
     PAYMENT_STATUS_TABLE: PAYMENT_STATUS_COLUMNS,
     PAYMENT_ATTEMPT_TABLE: PAYMENT_ATTEMPT_COLUMNS,
+    SCHEDULE_TABLE: SCHEDULE_COLUMNS,
+    OCCURRENCE_TABLE: OCCURRENCE_COLUMNS,
     RISK_DECISIONS_TABLE: RISK_DECISION_COLUMNS,
     REVIEW_EVENTS_TABLE: REVIEW_EVENT_COLUMNS,
     RISK_LABELS_TABLE: RISK_LABEL_COLUMNS,
@@ -322,6 +332,13 @@ class WarehouseSink:
             ),
             (events, "PaymentAttempt"): lambda r, p, o: sink.add(
                 PAYMENT_ATTEMPT_TABLE, payment_attempt_row(r, p, o)
+            ),
+            # Scheduled payments (0006): snapshots and occurrences.
+            (self.topics.schedule_events, "ScheduleChanged"): lambda r, p, o: sink.add(
+                SCHEDULE_TABLE, schedule_row(r, p, o)
+            ),
+            (self.topics.schedule_events, "ScheduleOccurrence"): lambda r, p, o: sink.add(
+                OCCURRENCE_TABLE, occurrence_row(r, p, o)
             ),
             **self._risk_mappers(),
         }

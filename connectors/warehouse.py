@@ -121,3 +121,37 @@ def migrate(client: Client) -> list[str]:
 def rows_as_dicts(result: Any) -> list[dict[str, Any]]:
     names = result.column_names
     return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+
+# --- the writer front: where the warehouse's own writers (reconciliation) insert ---
+
+WRITER_BODY_BYTES_MAX = 64 * 1024 * 1024
+
+
+def writer_port_file(settings: Settings) -> Path:
+    return settings.home / "warehouse-writer.port"
+
+
+def writer_key_file(settings: Settings) -> Path:
+    """The writer front's password (0600, new at each start of the warehouse process)."""
+    return settings.home / "warehouse-writer.key"
+
+
+def writer_client(settings: Settings) -> Client:
+    """A client that may write: the real ClickHouse, or the embedded warehouse's writer front
+    (its port in $PAYSTREAM_HOME/warehouse-writer.port, written by the warehouse process)."""
+    if settings.clickhouse_dsn:
+        return clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
+    path = writer_port_file(settings)
+    try:
+        port = int(path.read_text().strip())
+        password = writer_key_file(settings).read_text().strip()
+    except (OSError, ValueError) as exc:
+        raise OSError(f"no warehouse writer front ({path}): is the warehouse up?") from exc
+    return clickhouse_connect.get_client(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        send_receive_timeout=600,
+        compress=False,
+    )

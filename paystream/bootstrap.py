@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from base.config import Limits, Settings
@@ -51,6 +52,7 @@ __all__ = [
     "run_payments_worker",
     "run_psp_simulator",
     "run_readside_process",
+    "run_scheduler_process",
     "run_users_worker",
     "run_warehouse",
     "run_worker",
@@ -149,19 +151,56 @@ def _warehouse(settings: Settings) -> int:
 
     client = owner_client(settings)
     migrate(client)
-    server = None
+    server = writer = None
     if embedded(settings):
         from connectors.chhttp import ChdbExecutor, serve
 
-        server = serve(ChdbExecutor(str(chdb_path(settings))), port=http_port(settings))
+        executor = ChdbExecutor(str(chdb_path(settings)))
+        server = serve(executor, port=http_port(settings))
         log.info("ClickHouse HTTP interface on %s", server.url)
+        writer = _writer_front(settings, executor)
     sink = WarehouseSink(settings, ClickHouseSink(client))
     try:
         sink.run()
     finally:
         if server is not None:
             server.shutdown()
+        if writer is not None:
+            writer.shutdown()
     return 0
+
+
+def _writer_front(settings: Settings, executor: Any) -> Any:
+    """A read-write front on a free port of 127.0.0.1 for the warehouse's own writers
+    (reconciliation's settlement imports), its port in $PAYSTREAM_HOME/warehouse-writer.port
+    (owner-only, like the API token), and a password of its own in warehouse-writer.key:
+    only the owner of $PAYSTREAM_HOME may write, not anyone who reaches the loopback port."""
+    import secrets
+
+    from connectors.chhttp import serve
+    from connectors.warehouse import WRITER_BODY_BYTES_MAX, writer_key_file, writer_port_file
+
+    password = secrets.token_urlsafe(32)
+    _write_private(writer_key_file(settings), password)
+    writer = serve(
+        executor,
+        port=0,
+        readonly=False,
+        max_body_bytes=WRITER_BODY_BYTES_MAX,
+        password=password,
+    )
+    _write_private(writer_port_file(settings), str(writer.port))
+    log.info("warehouse writer front on %s", writer.url)
+    return writer
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write an owner-only file atomically: it is never seen half-written or world-readable."""
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(0o600)
+    tmp.chmod(0o600)
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def run_readside_process(settings: Settings, web_port: int) -> int:
@@ -267,6 +306,28 @@ def run_api_process(settings: Settings) -> int:
     from paystream.api.server import run_api
 
     return _restart_on_failure("payment API", lambda: run_api(resolved(settings)))
+
+
+def run_scheduler_process(settings: Settings, instance: int) -> int:
+    """Entry point of a scheduler (streams/scheduler/): the schedules of its partitions, due
+    occurrences submitted to the payment API with the service token."""
+    _start_process(settings)
+    from paystream.scheduler_sender import PaymentApiSender
+    from streams.scheduler.clock import SystemClock
+    from streams.scheduler.loop import Scheduler
+    from streams.scheduler.submit import SubmitPool
+
+    settings = resolved(settings)
+    limits = settings.limits
+    clock = SystemClock()
+    pool = SubmitPool(
+        PaymentApiSender.from_settings(settings),
+        clock,
+        limits.scheduler_submits_in_flight_max,
+        limits.scheduler_submit_backoff_max_s,
+    )
+    scheduler = Scheduler(settings, pool, instance, clock, on_stall=restart_in_place)
+    return _restart_on_failure(f"scheduler {instance}", scheduler.run)
 
 
 def run_psp_simulator(settings: Settings) -> int:

@@ -27,13 +27,18 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+def _table(
+    columns: list[str], rows: list[list[Any]], title: str | None = None, whole_first: bool = False
+) -> None:
+    """``whole_first``: the first column is as wide as its longest value (names that must
+    read whole, such as topics), the others wrap around it."""
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=title)
-    for c in columns:
-        t.add_column(c, overflow="fold")  # wrap long values, never cut them ("…")
+    for i, c in enumerate(columns):
+        first = max((len(str(r[0])) for r in rows), default=0) if whole_first and i == 0 else None
+        t.add_column(c, overflow="fold", min_width=first)  # wrap long values, never cut them
     for r in rows:
         t.add_row(*[str(v) for v in r])
     Console().print(t)
@@ -145,6 +150,7 @@ def cmd_topics(a: argparse.Namespace, s: Settings) -> int:
         _table(
             ["topic", "compacted", "what it holds"],
             [[r["name"], r["compacted"], r["doc"]] for r in rows],
+            whole_first=True,
         )
         for d in drifts:
             print(f"drift: {d.topic} {d.what}: declared {d.declared}, actual {d.actual}")
@@ -604,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paystream.cli_payments import register as register_payments
 
     register_payments(sub, verb)
+    from paystream.cli_schedule import register as register_schedules
+
+    register_schedules(sub, verb)
     from paystream.cli_wallet import register as register_wallet
 
     register_wallet(sub, verb)
@@ -613,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paystream.cli_review import register as register_review
 
     register_review(sub, verb)
+    from paystream.cli_recon import register as register_recon
+
+    register_recon(sub, verb)
     sp = sub.add_parser("readside")  # internal: the faust read side
     sp.set_defaults(fn=cmd_readside)
     sp.add_argument("--web-port", type=int, default=6066)

@@ -1,6 +1,6 @@
-"""The review queue's CLI verbs (docs/risk.md): ``paystream review list|show|approve|decline``,
-through the payment API's review routes with the service token (reconciliation adds
-``resolve``)."""
+"""The review queue's CLI verbs (docs/risk.md): ``paystream review
+list|show|approve|decline|resolve``, through the payment API's review routes with the service
+token (``resolve`` for reconciliation's items)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def register(sub: Any, verb: Verb) -> None:
     sp.add_argument("--limit", type=int, default=200)
     sp = sub_verb("show", cmd_show, "one item, with its evidence")
     sp.add_argument("id")
-    for name in ("approve", "decline"):
+    for name in ("approve", "decline", "resolve"):
         sp = sub_verb(name, cmd_decide, f"{name} an item (the first decision wins)")
         sp.set_defaults(decision=name)
         sp.add_argument("id")
@@ -58,7 +58,7 @@ def _refused(exc: Any, as_json: bool) -> int:
 
 
 def cmd_review_help(a: argparse.Namespace, s: Settings) -> int:
-    print("usage: paystream review list|show|approve|decline ...", file=sys.stderr)
+    print("usage: paystream review list|show|approve|decline|resolve ...", file=sys.stderr)
     return 2
 
 

@@ -95,6 +95,7 @@ def run_demo(settings: Settings, accounts: int, transfers: int, seed: int, as_js
         if "wallet" in summary:
             wallet_demo.print_summary(summary["wallet"])
         risk_demo.print_summary(summary.get("risk", {}))
+        payments_demo.print_reconciliation(summary["payments"])
     return 0 if summary["verified"] else 1
 
 

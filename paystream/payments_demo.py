@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from base.config import Settings
-from paystream import payments_scenario, queries, resilience_demo
+from paystream import payments_scenario, queries, recon_demo, resilience_demo, schedules_demo
 from producers.commands import parse_command
 from producers.producer import CommandProducer
 
@@ -59,6 +59,15 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
     if not janitor_ok:
         problems.append("no unknown order was recovered by the janitor")
     files = _settlement_files(settings)
+    schedules = schedules_demo.run(settings, seed)
+    try:
+        recon = recon_demo.run(settings, prefix, files)
+    except Exception as exc:  # the demo reports it; it must not hide the rest
+        recon = []
+        problems.append(f"reconciliation failed: {exc}")
+    problems += [
+        f"reconciliation of {r['file']}: {r['review']} for review" for r in recon if r["review"]
+    ]
     return {
         "available": True,
         "prefix": prefix,
@@ -83,9 +92,11 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         "settlement_files": files,
         "outage": outage,
         "recovered_unknowns": recovered,
+        "reconciliation": recon,
         "problems": problems,
         "seconds": round(report.seconds, 1),
-        "verified": not problems,
+        "schedules": schedules,
+        "verified": report.ok and not problems and schedules.get("verified", True),
     }
 
 
@@ -153,4 +164,23 @@ def print_summary(s: dict[str, Any]) -> None:
         "Try: paystream payment <id> | paystream pay-in --help | "
         "paystream psp settlement cardco --date <YYYY-MM-DD> | paystream psp status | "
         "paystream psp outage cardco --seconds 30 | paystream psp dlq list"
+    )
+    schedules_demo.print_summary(s.get("schedules", {}))
+
+
+def print_reconciliation(s: dict[str, Any]) -> None:
+    """The demo's last word: its settlement files reconciled (docs/recon.md)."""
+    if not s.get("reconciliation"):
+        return
+    console = Console()
+    console.print("reconciliation: the demo's settlement files against the ledger")
+    for r in s.get("reconciliation", []):
+        ok = r["review"] == 0
+        console.print(
+            f"  reconciled {r['psp']}: {r['rows']} rows, {r['matched']} matched, "
+            f"fees booked {r['fees_booked']}, for review {r['review']}"
+            + ("" if ok else " [red]NOT ALL MATCHED[/red]")
+        )
+    console.print(
+        "Try: paystream recon settlement --psp PSP --file F.csv | paystream recon internal"
     )

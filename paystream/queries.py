@@ -315,6 +315,8 @@ def payments_groups(settings: Settings) -> list[tuple[str, list[str]]]:
     groups = [
         (p + group_of("payments"), [n.payments]),
         (p + EXECUTOR_GROUP, [n.psp_requests]),
+        # The schedulers: schedule commands, and the payments' outcomes they follow.
+        (p + group_of("scheduler"), [n.schedule_commands, n.payment_events]),
         (p + group_of("users"), [n.user_requests]),  # the wallet's users workers
         (p + group_of("risk"), [n.risk_requests]),
         (p + group_of("reviews"), [n.reviews]),
@@ -332,7 +334,7 @@ def downstream_groups(settings: Settings) -> list[tuple[str, list[str]]]:
             p + SINK_GROUP,
             [
                 *(n.ledger, n.transfers, n.outcomes, n.accounts, n.payment_events),
-                *(n.risk_decisions, n.review_events, n.risk_labels),
+                *(n.risk_decisions, n.review_events, n.risk_labels, n.schedule_events),
             ],
         ),
         (p + "paystream-readside", [n.ledger, n.transfers, n.outcomes, n.accounts]),

@@ -36,6 +36,7 @@ PAYMENTS_ROLE = "payments-worker"
 EXECUTOR_ROLE = "psp-executor"
 API_ROLE = "api"
 PSP_SIM_ROLE = "psp-sim"
+SCHEDULER_ROLE = "scheduler"
 USERS_ROLE = "users-worker"
 RISK_ROLE = "risk-worker"
 REVIEWS_ROLE = "reviews-worker"
@@ -170,6 +171,14 @@ def executor_spec(i: int = 1) -> ProcessSpec:
     return ProcessSpec(f"executor-{i}", EXECUTOR_ROLE, ("executor", "--instance", str(i)))
 
 
+def scheduler_name(i: int) -> str:
+    return f"scheduler-{i}"
+
+
+def scheduler_spec(i: int = 1) -> ProcessSpec:
+    return ProcessSpec(scheduler_name(i), SCHEDULER_ROLE, ("scheduler", "--instance", str(i)))
+
+
 def api_spec(settings: Settings) -> ProcessSpec:
     return ProcessSpec("api", API_ROLE, ("api",), f"http://127.0.0.1:{settings.api_port}/health")
 
@@ -239,6 +248,8 @@ class Layout:
     executor: bool = False
     api: bool = False
     psp_sim: bool = False
+    # Scheduled payments (docs/schedules.md): scheduler processes (one consumer group).
+    schedulers: int = 0
     # The wallet's users workers (docs/wallet.md): sign-ups, log-outs, wallet transfers.
     user_workers: int = 0
     # PSP executor processes when ``executor`` (one group: they share the requests, the delay
@@ -262,6 +273,7 @@ class Layout:
             executor=True,
             api=True,
             psp_sim=True,
+            schedulers=1,
             user_workers=DEFAULT_USER_WORKERS,
         )
 
@@ -302,6 +314,7 @@ def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
         specs += [executor_spec(i) for i in range(1, layout.executors + 1)]
     if layout.api:
         specs.append(api_spec(settings))
+    specs += [scheduler_spec(i) for i in range(1, layout.schedulers + 1)]
     return specs
 
 
@@ -343,7 +356,7 @@ class Stack:
             self.layout.brokers,
             security=s.kafka_security,
         )
-        if self.layout.readside or self.layout.api:
+        if self.layout.readside or self.layout.api or self.layout.schedulers:
             api_token(s)  # PAYSTREAM_API_TOKEN, or $PAYSTREAM_HOME/api-token (0600) made now
         if self.layout.api:
             from paystream.api.wallet.keys import ensure_key

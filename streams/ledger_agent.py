@@ -11,8 +11,8 @@ from streams.ledger import model as m
 from streams.records import (
     decode_state,
     encode_state,
+    records_of,
     to_command,
-    to_records,
     to_saga_step,
     transfer_step,
 )
@@ -44,7 +44,7 @@ class LedgerAgent:
         return transfer_step(event)
 
     def records(self, event: m.Event, direct: bool) -> Iterable[Out]:
-        return to_records(event, transfer_steps=not direct)
+        return records_of(event, not direct)
 
     def encode_state(self, state: m.State) -> bytes:
         return encode_state(state)

@@ -325,19 +325,17 @@ class Processor:
             offsets[(topic, p)] = offset + 1
             # 3. Decode, load state, decide, evolve, produce events; local steps at once.
             self._handle(msg, overlay)
-        # 4. One changelog record per changed key.
+        # 4. One changelog record per changed key (encoded once: step 7 stores the same bytes).
         changelog_offsets: dict[int, int] = {}
         changelog = self._topic[self.agent.changelog_topic]
         encode_state = self.agent.encode_state
+        encoded: dict[int, dict[str, bytes]] = {}
         for p, states in overlay.items():
+            delivered = _changelog_delivered(changelog_offsets, p)
+            values = encoded[p] = {}
             for key, state in states.items():
-                self._send(
-                    changelog,
-                    encode_state(state),
-                    key,
-                    p,
-                    on_delivery=_changelog_delivered(changelog_offsets, p),
-                )
+                value = values[key] = encode_state(state)
+                self._send(changelog, value, key, p, on_delivery=delivered)
         # 5. The offsets of every partition read or changed (see the module docstring).
         steps = self._topic[self.agent.step_topic]
         for p in overlay:
@@ -363,7 +361,7 @@ class Processor:
         for p, states in overlay.items():
             store = self.stores.get(p)
             if store is not None:
-                store.apply(states, changelog_offsets.get(p))
+                store.apply(states, changelog_offsets.get(p), encoded[p])
         self.counters.batches += 1
         self.counters.records += len(msgs)
 
@@ -451,13 +449,12 @@ class Processor:
     def _produce(
         self, topic: str, schema: str, key: str, record: dict[str, Any], ts_ms: int
     ) -> None:
-        self._send(
-            self._topic[topic],
-            self.codec.encode(schema, record),
-            key,
-            partition_for(key, self._partitions),
-            timestamp=ts_ms,
-        )
+        value = self.codec.encode(schema, record)
+        p = partition_for(key, self._partitions)
+        try:  # _send's first try, inline: this runs for every record (7 per transfer)
+            self.producer.produce(self._topic[topic], value, key.encode(), p, timestamp=ts_ms)
+        except BufferError:
+            self._send(self._topic[topic], value, key, p, timestamp=ts_ms)
 
     def _send(
         self,

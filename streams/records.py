@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from schemas import catalogue
@@ -292,29 +292,34 @@ def _account_event(command_id: str, account: str, kind: str, ts: int, **fields: 
     return Out("accounts", "AccountEvent", account, record)
 
 
-def _postings(e: m.Posted) -> Iterator[Out]:
+def _postings(e: m.Posted) -> list[Out]:
+    cur = e.currency
+    kind = e.kind.value
+    out = []
     for leg, other, side in ((e.debit, e.credit, "d"), (e.credit, e.debit, "c")):
-        yield Out(
-            "ledger",
-            "LedgerPosting",
-            leg.account,
-            {
-                "event_id": f"{e.entry_id}/{side}",
-                "entry_id": e.entry_id,
-                "command_id": e.command_id,
-                "transfer_id": e.transfer_id,
-                "account": leg.account,
-                "counterparty": other.account,
-                "currency": e.currency,
-                "amount": format_amount(leg.amount, e.currency),
-                "balance_after": None
-                if leg.balance_after is None
-                else format_amount(leg.balance_after, e.currency),
-                "account_seq": leg.account_seq,
-                "kind": e.kind.value,
-                "ts": e.ts,
-            },
+        after = leg.balance_after
+        out.append(
+            Out(
+                "ledger",
+                "LedgerPosting",
+                leg.account,
+                {
+                    "event_id": f"{e.entry_id}/{side}",
+                    "entry_id": e.entry_id,
+                    "command_id": e.command_id,
+                    "transfer_id": e.transfer_id,
+                    "account": leg.account,
+                    "counterparty": other.account,
+                    "currency": cur,
+                    "amount": format_amount(leg.amount, cur),
+                    "balance_after": None if after is None else format_amount(after, cur),
+                    "account_seq": leg.account_seq,
+                    "kind": kind,
+                    "ts": e.ts,
+                },
+            )
         )
+    return out
 
 
 def _outcome(e: m.CommandAccepted | m.CommandRejected) -> Out:
@@ -341,14 +346,14 @@ def _outcome(e: m.CommandAccepted | m.CommandRejected) -> Out:
     )
 
 
-def _outcome_records(e: m.CommandAccepted | m.CommandRejected) -> Iterator[Out]:
+def _outcome_records(e: m.CommandAccepted | m.CommandRejected) -> list[Out]:
     """The outcome, and when the command named a payment to answer (``reply_to``), the same
     record to the payments topic keyed by it: in the same transaction, like every record of a
     step (docs/payments.md, "Topics")."""
     out = _outcome(e)
-    yield out
-    if e.reply_to is not None:
-        yield Out("payments", out.schema, e.reply_to, dict(out.record))
+    if e.reply_to is None:
+        return [out]
+    return [out, Out("payments", out.schema, e.reply_to, dict(out.record))]
 
 
 def transfer_step(event: m.Event) -> m.CreditTransfer | m.SettleTransfer | m.VoidTransfer | None:
@@ -369,97 +374,123 @@ def transfer_step(event: m.Event) -> m.CreditTransfer | m.SettleTransfer | m.Voi
 def to_records(event: m.Event, transfer_steps: bool = True) -> Iterator[Out]:
     """The records of one event. ``transfer_steps=False`` leaves out the saga record of the
     transfer step (see ``transfer_step``), for a worker that takes that step itself."""
+    return iter(records_of(event, transfer_steps))
+
+
+def records_of(event: m.Event, transfer_steps: bool = True) -> list[Out]:
+    """``to_records`` as a list: what the worker calls for every event. A list, and the
+    events of a transfer matched first (the generator and its ``yield from`` cost ~2 µs per
+    event, measured)."""
     match event:
         case m.Posted():
-            yield from _postings(event)
+            return _postings(event)
         case m.CommandAccepted() | m.CommandRejected():
-            yield from _outcome_records(event)
+            return _outcome_records(event)
         case m.TransferHeld():
             t = event.transfer
-            yield _lifecycle(t, "pending")
             if transfer_steps:
-                yield _transfer_step("credit", t, t.to_account)
+                return [_lifecycle(t, "pending"), _transfer_step("credit", t, t.to_account)]
+            return [_lifecycle(t, "pending")]
         case m.TransferPosted():
             t = event.transfer
-            yield _lifecycle(t, "posted")
             if transfer_steps:
-                yield _transfer_step("settle", t, t.from_account)
+                return [_lifecycle(t, "posted"), _transfer_step("settle", t, t.from_account)]
+            return [_lifecycle(t, "posted")]
+        case m.TransferSettled():
+            return []  # state-only
         case m.TransferTurnedBack():
             t = event.transfer
             if transfer_steps:
-                yield _transfer_step("void", t, t.from_account, event.reason.value)
+                return [_transfer_step("void", t, t.from_account, event.reason.value)]
+            return []
         case m.TransferVoided():
-            yield _lifecycle(event.transfer, "voided", event.reason.value)
+            return [_lifecycle(event.transfer, "voided", event.reason.value)]
         case m.AccountOpeningStarted():
-            yield _step(
-                "reserve_user",
-                event.command_id,
-                "open_account",
-                event.digest,
-                m.user_key(event.user),
-                event.ts,
-                account=event.account,
-                user=event.user,
-                currency=event.currency,
-            )
+            return [
+                _step(
+                    "reserve_user",
+                    event.command_id,
+                    "open_account",
+                    event.digest,
+                    m.user_key(event.user),
+                    event.ts,
+                    account=event.account,
+                    user=event.user,
+                    currency=event.currency,
+                )
+            ]
         case m.UserReserved() | m.UserReservationRefused():
             step = "user_reserved" if isinstance(event, m.UserReserved) else "user_taken"
-            yield _step(
-                step,
-                event.command_id,
-                "open_account",
-                event.digest,
-                event.account,
-                event.ts,
-                account=event.account,
-                user=event.user,
-            )
+            return [
+                _step(
+                    step,
+                    event.command_id,
+                    "open_account",
+                    event.digest,
+                    event.account,
+                    event.ts,
+                    account=event.account,
+                    user=event.user,
+                )
+            ]
         case m.AccountOpened():
-            yield _account_event(
-                event.command_id,
-                event.account,
-                "opened",
-                event.ts,
-                user=event.user,
-                currency=event.currency,
-            )
+            return [
+                _account_event(
+                    event.command_id,
+                    event.account,
+                    "opened",
+                    event.ts,
+                    user=event.user,
+                    currency=event.currency,
+                )
+            ]
         case m.AccountBlocked():
-            yield _account_event(
-                event.command_id, event.account, "blocked", event.ts, reason=event.reason
-            )
+            return [
+                _account_event(
+                    event.command_id, event.account, "blocked", event.ts, reason=event.reason
+                )
+            ]
         case m.AccountUnblocked():
-            yield _account_event(
-                event.command_id, event.account, "unblocked", event.ts, reason=event.reason
-            )
+            return [
+                _account_event(
+                    event.command_id, event.account, "unblocked", event.ts, reason=event.reason
+                )
+            ]
         case m.RelationRequested():
-            yield _step(
-                "relate" if event.kind is not None else "unrelate",
-                event.command_id,
-                event.command_type,
-                event.digest,
-                event.related,
-                event.ts,
-                account=event.account,
-                other=event.related,
-                kind=event.kind,
-            )
+            return [
+                _step(
+                    "relate" if event.kind is not None else "unrelate",
+                    event.command_id,
+                    event.command_type,
+                    event.digest,
+                    event.related,
+                    event.ts,
+                    account=event.account,
+                    other=event.related,
+                    kind=event.kind,
+                )
+            ]
         case m.AccountsRelated():
-            yield _account_event(
-                event.command_id,
-                event.account,
-                "related",
-                event.ts,
-                related=event.related,
-                relation_kind=event.kind,
-            )
+            return [
+                _account_event(
+                    event.command_id,
+                    event.account,
+                    "related",
+                    event.ts,
+                    related=event.related,
+                    relation_kind=event.kind,
+                )
+            ]
         case m.AccountsUnrelated():
-            yield _account_event(
-                event.command_id, event.account, "unrelated", event.ts, related=event.related
-            )
+            return [
+                _account_event(
+                    event.command_id, event.account, "unrelated", event.ts, related=event.related
+                )
+            ]
         case _:
             # TransferSettled, AccountOpeningAbandoned and the payment order events (Payin*,
             # Payout*): state-only; their postings and outcomes are separate events.
-            return
+            return []
 
 
 def command_record(cmd: m.Command) -> tuple[str, dict[str, Any]]:
@@ -542,9 +573,38 @@ def _deferred_from_json(v: list[Any]) -> m.Deferrable:
 # --- State <-> changelog bytes (compact JSON: small, readable with kcat) ---
 
 
+def _compact_json() -> Callable[[Any], bytes]:
+    """``json.dumps(o, separators=(",", ":")).encode()``, by the C encoder json.dumps itself
+    uses, called directly: json.dumps's Python layers took a third of encoding an account with
+    32 remembered commands (11.6 -> 7.9 µs measured), and every changed account is encoded
+    once per batch. Falls back to json.dumps where the C encoder is missing or differs."""
+
+    def dumps(o: Any) -> bytes:
+        return json.dumps(o, separators=(",", ":")).encode()
+
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return dumps
+    try:
+        iterencode = make(
+            None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+    except TypeError:  # another signature than CPython 3.11-3.13's
+        return dumps
+
+    def fast(o: Any) -> bytes:
+        return "".join(iterencode(o, 0)).encode()
+
+    probe = ["a", 'é\n"', -1, 2**70, None, [["x", "y"]], [], True]
+    return fast if fast(probe) == dumps(probe) else dumps
+
+
+_dumps = _compact_json()
+
+
 def encode_state(state: m.State) -> bytes:
     if isinstance(state, m.UserState):
-        return json.dumps(["u", state.user, state.account], separators=(",", ":")).encode()
+        return _dumps(["u", state.user, state.account])
     fields: list[Any] = [
         "a",
         state.account,
@@ -558,7 +618,7 @@ def encode_state(state: m.State) -> bytes:
         [_deferred_to_json(d) for d in state.deferred],
     ]
     fields += _orders_to_json(state)
-    return json.dumps(fields, separators=(",", ":")).encode()
+    return _dumps(fields)
 
 
 def _orders_to_json(state: m.AccountState) -> list[Any]:

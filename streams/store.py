@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
@@ -85,11 +85,19 @@ class PartitionStore(Generic[S]):
         raw = self._db.get(_CHECKPOINT)
         return 0 if raw is None else int(raw)
 
-    def apply(self, states: dict[str, S], next_offset: int | None) -> None:
-        """Write committed states and the checkpoint in one atomic batch."""
+    def apply(
+        self,
+        states: dict[str, S],
+        next_offset: int | None,
+        encoded: dict[str, bytes] | None = None,
+    ) -> None:
+        """Write committed states and the checkpoint in one atomic batch. ``encoded`` holds
+        states already encoded (for the changelog): each state is encoded once per batch."""
         wb = WriteBatch(raw_mode=True)
+        encode = self._encode
         for key, state in states.items():
-            wb.put(key.encode(), self._encode(state))
+            raw = encoded.get(key) if encoded is not None else None
+            wb.put(key.encode(), encode(state) if raw is None else raw)
             self._cache[key] = state
         if next_offset is not None:
             wb.put(_CHECKPOINT, str(next_offset).encode())
@@ -120,9 +128,19 @@ class PartitionStore(Generic[S]):
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class Restorable(Protocol):
+    """What ``restore`` needs of a partition's store (a ``PartitionStore``, or the scheduler's
+    in-memory one)."""
+
+    @property
+    def checkpoint(self) -> int: ...
+
+    def apply_raw(self, items: list[tuple[bytes, bytes | None]], next_offset: int) -> None: ...
+
+
 def restore(
     consumer: Consumer,
-    stores: dict[int, PartitionStore[Any]],
+    stores: Mapping[int, Restorable],
     topic: str,
     *,
     batch_records_max: int,

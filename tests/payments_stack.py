@@ -68,6 +68,13 @@ class PaymentsStack:
             [sys.executable, "-m", "paystream.cli", "risk-worker", "--instance", str(instance)],
         )
 
+    def start_scheduler(self, instance: int = 1) -> None:
+        """A scheduler (docs/schedules.md): it submits due occurrences to this stack's API."""
+        self._start(
+            f"scheduler-{instance}",
+            [sys.executable, "-m", "paystream.cli", "scheduler", "--instance", str(instance)],
+        )
+
     def start_ledger_worker(self, instance: int = 1) -> None:
         self._start(
             f"ledger-{instance}",

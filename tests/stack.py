@@ -134,9 +134,11 @@ def payments_stack(
     workers: int = 1,
     executors: int = 1,
     payment_workers: int = 1,
+    schedulers: int = 0,
 ) -> Stack:
     """Everything the payments need (ledger and payments workers, the PSP simulator, the
-    executors, the API, and the warehouse unless told not to), on free ports."""
+    executors, the API, and the warehouse unless told not to), on free ports; and
+    ``schedulers`` scheduler processes (scheduled payments)."""
     from ops.ports import free_port_base
 
     base = free_port_base(7)
@@ -153,6 +155,7 @@ def payments_stack(
         api=True,
         psp_sim=True,
         executors=executors,
+        schedulers=schedulers,
     )
     return stack_for(s, layout)
 

@@ -13,7 +13,10 @@ chDB connection each (chDB releases the GIL while a query runs).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import json
 import logging
 import socket
@@ -36,6 +39,7 @@ from connectors.chhttp.encodings import (
     pick_encoding,
 )
 from connectors.chhttp.errors import (
+    AUTHENTICATION_FAILED,
     BAD_ARGUMENTS,
     NOT_IMPLEMENTED,
     QUERY_IS_TOO_LARGE,
@@ -84,6 +88,8 @@ class _Config:
     query_timeout: float | None
     max_connections: int
     display_name: str
+    # When set, every request must carry it (Basic auth, X-ClickHouse-Key or ?password=).
+    password: str | None = None
 
 
 class _Front:
@@ -109,6 +115,12 @@ class _Front:
             path = request.path
             if path == "/ping" or (path in ("", "/") and not post and not request.query_string):
                 return self._reply(200, b"Ok.\n", {"Content-Type": _TEXT}, close=_has_body(request))
+            if not self._authenticated(request):
+                log.warning("refusing a request from %s: wrong or missing password", request.remote)
+                failed = QueryError(
+                    AUTHENTICATION_FAILED, "Authentication failed: password is incorrect"
+                )
+                return self._error(failed, query_id, close=_has_body(request))
             if path not in ("", "/"):
                 body = f"There is no handle {path}\n".encode()
                 return self._reply(404, body, {"Content-Type": _TEXT}, close=_has_body(request))
@@ -141,6 +153,19 @@ class _Front:
             log.exception("query %s: unexpected error", query_id)
             unexpected = QueryError(UNKNOWN_EXCEPTION, f"{type(exc).__name__}: {exc}")
             return self._error(unexpected, query_id)
+
+    def _authenticated(self, request: web.Request) -> bool:
+        expected = self.cfg.password
+        if expected is None:
+            return True
+        given = request.headers.get("X-ClickHouse-Key") or request.query.get("password")
+        auth = request.headers.get("Authorization", "")
+        if given is None and auth.startswith("Basic "):
+            try:
+                given = base64.b64decode(auth[6:], validate=True).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+        return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
     def _too_many_connections(self) -> bool:
         server = self.runner.server if self.runner is not None else None
@@ -376,6 +401,7 @@ def serve(
     keepalive_timeout: float = 10.0,
     query_timeout: float | None = 300.0,
     max_connections: int = 64,
+    password: str | None = None,
 ) -> Server:
     """Serve ClickHouse's HTTP interface for executor on host:port (0 picks a free port).
 
@@ -384,6 +410,7 @@ def serve(
     request body and waiting for a query slot, keepalive_timeout an idle kept-alive
     connection, query_timeout (ClickHouse's max_execution_time unless the client sets it) a
     query. With readonly=False, POST requests may write (GET stays read-only, as in ClickHouse).
+    With a password, a request without it is refused (516 AUTHENTICATION_FAILED); /ping answers.
     """
     if threads < 1 or max_connections < 1 or max_body_bytes < 1:
         raise ValueError("threads, max_connections and max_body_bytes must be positive")
@@ -398,6 +425,7 @@ def serve(
         query_timeout=query_timeout,
         max_connections=max_connections,
         display_name=socket.gethostname(),
+        password=password,
     )
     loop = asyncio.new_event_loop()
     started: list[int] = []

@@ -34,6 +34,7 @@ from .models import (
     WebhookAnswer,
 )
 from .reviews import reviews_router
+from .schedules import schedule_routes
 from .wallet import install as install_wallet
 from .webhooks import Webhooks
 
@@ -150,6 +151,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit_bytes=limits.http_body_bytes_max)
     app.add_middleware(SecurityHeaders)  # outermost: also on the body limit's 413
     _routes(app)
+    app.include_router(schedule_routes(settings, start_view=view is None, on_fatal=on_fatal))
     app.include_router(reviews_router(settings, real=view is None))
     return app
 

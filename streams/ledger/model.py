@@ -470,13 +470,15 @@ class AccountState:
         """The amount of a held pay-out in flight, or None."""
         return _order_amount(self.payouts, payment_order_id)
 
+    # Every credit asks for both totals (decide's room check); most accounts have no payment
+    # in flight, and an empty generator still cost 0.25 µs each (measured).
     @property
     def payins_total(self) -> int:
-        return sum(amount for _, amount in self.payins)
+        return sum(amount for _, amount in self.payins) if self.payins else 0
 
     @property
     def payouts_total(self) -> int:
-        return sum(amount for _, amount in self.payouts)
+        return sum(amount for _, amount in self.payouts) if self.payouts else 0
 
 
 def _order_amount(orders: tuple[tuple[str, int], ...], payment_order_id: str) -> int | None:

@@ -6,6 +6,7 @@ executor (closed at the end) and one read-only server.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import json
@@ -393,6 +394,29 @@ def test_read_write_mode(executor: ChdbExecutor) -> None:
         status, headers, _ = http(rw, "DROP TABLE rw_t")
         assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "164")
         assert http(rw, body=b"DROP TABLE rw_t")[0] == 200
+
+
+def test_a_password_front_refuses_every_request_without_it(executor: ChdbExecutor) -> None:
+    with serve(executor, port=0, readonly=False, password="s3cret") as rw:
+        for headers, params in (
+            ({}, {}),
+            ({"X-ClickHouse-Key": "wrong"}, {}),
+            ({"Authorization": "Basic " + base64.b64encode(b"default:wrong").decode()}, {}),
+            ({"Authorization": "Basic %%%"}, {}),
+            ({}, {"password": "wrong"}),
+        ):
+            status, answer, _ = http(rw, "SELECT 1", headers=headers, **params)
+            assert (status, answer["X-ClickHouse-Exception-Code"]) == (403, "516"), headers
+        assert http(rw, body=b"DROP TABLE IF EXISTS pw_t")[0] == 403  # a write, too
+        assert http(rw, path="/ping")[0] == 200  # liveness needs no secret
+        assert http(rw, "SELECT 1", headers={"X-ClickHouse-Key": "s3cret"})[2] == b"1\n"
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=rw.port, password="s3cret")
+        try:
+            assert client.command("SELECT 2") == 2  # Basic auth, as clickhouse-connect sends it
+        finally:
+            client.close()
+        with pytest.raises(DatabaseError):
+            clickhouse_connect.get_client(host="127.0.0.1", port=rw.port, password="nope")
 
 
 # --- analysts run with readonly = 1, applied last -------------------------------------------------

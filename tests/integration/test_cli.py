@@ -145,7 +145,7 @@ def test_up_and_status(stack: CliStack) -> None:
     names = {p["name"]: p for p in up["processes"]}
     assert set(names) == {
         "ledger-1", "warehouse", "readside", "detector", "payments-1", "users-1",
-        "risk-1", "reviews-1", "psp-sim", "executor-1", "api",
+        "risk-1", "reviews-1", "psp-sim", "executor-1", "api", "scheduler-1",
     }  # fmt: skip
     assert all(p["alive"] for p in names.values()), up
 

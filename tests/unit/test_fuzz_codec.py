@@ -40,8 +40,11 @@ def _value(ftype: Any, draw: st.DrawFn) -> Any:
         branch = draw(st.sampled_from(ftype))
         return None if branch == "null" else _value(branch, draw)
     if isinstance(ftype, dict):
+        if ftype["type"] == "record":  # nested (the schedules' definition, occurrences)
+            return {f["name"]: _value(f["type"], draw) for f in ftype["fields"]}
         if ftype["type"] == "array":
-            return draw(st.lists(_leaf(ftype["items"]), max_size=3))
+            n = draw(st.integers(0, 3))
+            return [_value(ftype["items"], draw) for _ in range(n)]
         return _value(ftype["type"], draw)
     return draw(_leaf(ftype))
 
@@ -55,6 +58,10 @@ def _leaf(ftype: Any) -> st.SearchStrategy[Any]:
         return st.booleans()
     if ftype == "long":
         return st.integers(-(1 << 63), (1 << 63) - 1)
+    if ftype == "int":
+        return st.integers(-(1 << 31), (1 << 31) - 1)
+    if ftype == "boolean":
+        return st.booleans()
     if ftype == "bytes":
         return st.binary(max_size=40)
     # Avro strings are UTF-8: no lone surrogates.

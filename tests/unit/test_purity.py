@@ -12,6 +12,7 @@ import streams.ledger
 import streams.payments
 import streams.reviews
 import streams.risk
+import streams.schedules
 import streams.users
 
 CORE = Path(streams.ledger.__file__).parent
@@ -20,6 +21,13 @@ USERS_CORE = Path(streams.users.__file__).parent
 ALLOWED_TOP_LEVEL = {"__future__", "dataclasses", "enum", "typing", "collections", "functools"}
 # The payments core may also use the ledger's pure error type and stdlib dates and decimals.
 PAYMENTS_ALLOWED = {*ALLOWED_TOP_LEVEL, "datetime", "decimal", "streams.ledger.errors"}
+SCHEDULES_CORE = Path(streams.schedules.__file__).parent
+# The schedules core: dates and zones (dateutil's rules, zoneinfo), hashing for the jitter,
+# sys for the search budget's call counter; the ledger's error type, the payments' vocabulary.
+SCHEDULES_ALLOWED = {
+    *ALLOWED_TOP_LEVEL, "datetime", "zoneinfo", "dateutil", "hashlib", "re", "sys", "types",
+    "streams.ledger.errors", "streams.payments.model",
+}  # fmt: skip
 # The risk core also parses TOML (tomllib) and rule expressions (rule_engine: a parser, no
 # I/O), and hashes rule files; the review queue's core reads JSON evidence.
 RISK_CORE = Path(streams.risk.__file__).parent
@@ -54,6 +62,15 @@ def test_payments_core_imports_only_pure_modules() -> None:
             assert allowed, f"payments/{path.name} imports {name}"
 
 
+def test_schedules_core_imports_only_pure_modules() -> None:
+    files = sorted(SCHEDULES_CORE.glob("*.py"))
+    assert len(files) >= 8
+    for path in files:
+        for name in _imports(path):
+            allowed = name in SCHEDULES_ALLOWED or name.split(".")[0] in SCHEDULES_ALLOWED
+            assert allowed, f"schedules/{path.name} imports {name}"
+
+
 def test_users_core_imports_only_pure_modules() -> None:
     files = sorted(USERS_CORE.glob("*.py"))
     assert len(files) >= 4
@@ -79,9 +96,25 @@ def test_risk_and_review_cores_import_only_pure_modules(core: Path) -> None:
 def test_payments_check_refuses_adapters(module: str) -> None:
     assert module not in PAYMENTS_ALLOWED and module.split(".")[0] not in PAYMENTS_ALLOWED
     assert module not in RISK_ALLOWED and module.split(".")[0] not in RISK_ALLOWED
+    assert module not in SCHEDULES_ALLOWED and module.split(".")[0] not in SCHEDULES_ALLOWED
 
 
 def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import confluent_kafka\nfrom rocksdict import Rdict\n")
     assert _imports(bad) == {"confluent_kafka", "rocksdict"}
+
+
+# Reconciliation's core also reads CSV text and checks dates and patterns (docs/recon.md).
+RECON_ALLOWED = {*PAYMENTS_ALLOWED, "csv", "re"}
+
+
+def test_recon_core_imports_only_pure_modules() -> None:
+    import streams.recon
+
+    files = sorted(Path(streams.recon.__file__).parent.glob("*.py"))
+    assert len(files) >= 6
+    for path in files:
+        for name in _imports(path):
+            allowed = name in RECON_ALLOWED or name.split(".")[0] in RECON_ALLOWED
+            assert allowed, f"recon/{path.name} imports {name}"

@@ -1,0 +1,7 @@
+"""Errors of reconciliation's core."""
+
+from __future__ import annotations
+
+from streams.ledger.errors import InvariantViolation
+
+__all__ = ["InvariantViolation"]
