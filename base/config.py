@@ -129,6 +129,10 @@ class Limits:
     # GET /v1/account: the last transactions shown, and how long the read side may take.
     wallet_transactions_max: int = 20
     wallet_readside_timeout_s: float = 5.0
+    # Webhook event ids one API process remembers (the latest), to answer a duplicate at once
+    # without writing it again; the payments worker ignores any duplicate that gets through
+    # (it applies a webhook only when it moves the order forward).
+    api_webhook_event_ids_max: int = 100_000
     # Risk engine (docs/risk.md; the core's own limits are in streams.risk.limits): how long
     # a risk agent waits for a published version's content to show on its topic.
     risk_library_wait_s: float = 30.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 INFINITE_MS = -1
+DELAY_RETENTION_MS = 7 * 86_400_000  # far longer than the longest delay topic (1 h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,9 @@ class TopicSpec:
     compacted: bool = False
     # Every money topic is co-partitioned with the commands so one worker owns an account.
     co_partitioned: bool = True
+    # A topic that is not compacted keeps everything forever, unless it says otherwise here
+    # (the PSP delay topics: a record is read again within its delay, at most an hour).
+    retention_ms: int = INFINITE_MS
 
     def configs(self, replication: int) -> dict[str, str]:
         cfg = {
@@ -30,7 +34,7 @@ class TopicSpec:
         else:
             # The command and ledger logs are the event store: keep everything forever.
             cfg["cleanup.policy"] = "delete"
-            cfg["retention.ms"] = str(INFINITE_MS)
+            cfg["retention.ms"] = str(self.retention_ms)
             cfg["retention.bytes"] = "-1"
         return cfg
 
@@ -116,6 +120,35 @@ TOPICS: tuple[TopicSpec, ...] = (
         "Users, who holds each username and email, revoked sessions, wallet transfers (compacted).",
         compacted=True,
     ),
+    # PSP resilience (docs/psp-resilience.md): the executor's delay topics (retries, polls and
+    # janitor checks wait in them, never in a sleep), its dead letters, the circuit breakers.
+    *(
+        TopicSpec(
+            f"psp_retry_{tier}",
+            f"paystream.psp-retry-{tier}.v1",
+            f"PSP requests waiting up to {tier} (retries with backoff, polls, janitor checks).",
+            retention_ms=DELAY_RETENTION_MS,
+        )
+        for tier in ("5s", "30s", "5m", "1h")
+    ),
+    TopicSpec(
+        "psp_deadletter",
+        "paystream.psp-deadletter.v1",
+        "PSP requests whose retries were exhausted, with their history (compacted by id).",
+        compacted=True,
+    ),
+    TopicSpec(
+        "psp_breakers",
+        "paystream.psp-breakers.v1",
+        "Circuit breaker state changes, one key per PSP (compacted).",
+        compacted=True,
+    ),
+    TopicSpec(
+        "psp_stats",
+        "paystream.psp-stats.v1",
+        "Each executor's calls per PSP over the breaker window, every second (compacted).",
+        compacted=True,
+    ),
     # Risk engine (docs/risk.md): its input keyed by user, co-partitioned with its changelog.
     TopicSpec(
         "risk_requests",
@@ -145,7 +178,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         "paystream.risk-labels.v1",
         "Training labels for payments: fraud or legit, and their source.",
     ),
-    # The review queue (risk, and reconciliation later): keyed by item id.
+    # The review queue (risk; recon: reconciliation, and the PSP orders the poller or the
+    # janitor could not resolve): keyed by item id.
     TopicSpec(
         "reviews",
         "paystream.reviews.v1",

@@ -132,7 +132,7 @@ def bench_settlement(n: int) -> None:
 
 
 def _states(n: int) -> Iterator[tuple[bytes, bytes]]:
-    from streams import payments_agent
+    from streams import payments_state
     from streams.payments import model as pm
 
     ts = 1_793_000_000_000_000  # 2026-10-26
@@ -150,7 +150,7 @@ def _states(n: int) -> Iterator[tuple[bytes, bytes]]:
             req, "service", f"k{i}", "d", ts, pm.Status.succeeded, None, (PSP,), "cheapest",
             (a,), True, True, ((pm.Status.succeeded, ts),), 7,
         )  # fmt: skip
-        yield pid.encode(), payments_agent.encode_state(p)
+        yield pid.encode(), payments_state.encode_state(p)
 
 
 def bench_internal(n: int) -> None:

@@ -26,7 +26,7 @@ PAYMENT_STATUS_COLUMNS = [
 PAYMENT_ATTEMPT_COLUMNS = [
     "event_id", "payment_id", "payment_order_id", "attempt", "version", "psp", "candidates",
     "routing_reason", "token", "phase", "outcome", "code", "psp_reference", "started_at", "ts",
-    "kafka_partition", "kafka_offset",
+    "checks", "review", "kafka_partition", "kafka_offset",
 ]  # fmt: skip
 
 # Decimal(38, 6): 32 integer digits, 6 fractional.
@@ -86,5 +86,13 @@ def payment_attempt_row(r: dict[str, Any], p: int, o: int) -> list[Any]:
     return [
         r["event_id"], r["payment_id"], r["payment_order_id"], _count(r, "attempt", _UINT32_MAX),
         _count(r, "version"), r["psp"], list(r["candidates"]), r["routing_reason"], r["token"],
-        r["phase"], r["outcome"], r["code"], r["psp_reference"], r["started_at"], r["ts"], p, o,
+        r["phase"], r["outcome"], r["code"], r["psp_reference"], r["started_at"], r["ts"],
+        _checks(r), _flag(r, "review"), p, o,
     ]  # fmt: skip
+
+
+def _checks(r: dict[str, Any]) -> int:
+    v = r["checks"]
+    if type(v) is not int or not 0 <= v <= _INT64_MAX:
+        raise PoisonRecord(f"checks {v!r} is not in 0..{_INT64_MAX}")
+    return v

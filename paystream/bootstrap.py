@@ -252,8 +252,30 @@ def run_payments_worker(settings: Settings, instance: int) -> int:
     except PspConfigError as exc:
         log.critical("%s", exc)
         return EX_CONFIG
-    processor = Processor(PaymentsAgent(psps), settings, instance, on_stall=restart_in_place)
-    return _restart_on_failure(f"payments worker {instance}", processor.run)
+
+    def run() -> int | None:
+        # Routing reads the PSPs' circuit breakers (paystream.psp-breakers.v1) as the
+        # executors publish them: an open one is skipped while another candidate is healthy.
+        health = _health_view(settings, instance)
+        try:
+            agent = PaymentsAgent(psps, health.health)
+            Processor(agent, settings, instance, on_stall=restart_in_place).run()
+        finally:
+            health.close()
+        return 0
+
+    return _restart_on_failure(f"payments worker {instance}", run)
+
+
+def _health_view(settings: Settings, instance: int) -> Any:
+    from base.topics import TopicNames
+    from streams.psp_health import BreakerLog, HealthView
+
+    topic = TopicNames(settings.topic_prefix).psp_breakers
+    bootstrap = settings.bootstrap or f"127.0.0.1:{settings.broker_port_base}"
+    view = HealthView(BreakerLog(settings, bootstrap, topic, f"payments-{instance}"))
+    view.start()
+    return view
 
 
 def run_users_worker(settings: Settings, instance: int) -> int:

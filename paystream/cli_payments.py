@@ -53,8 +53,13 @@ def register(sub: Any, verb: Verb) -> None:
     sp = verb("payment", cmd_payment, "a payment as it stands, with its attempts and history", True)
     sp.add_argument("payment_id")
 
-    psp = verb("psp", cmd_psp_help, "PSP operations: settlement files")
+    psp = verb(
+        "psp", cmd_psp_help, "PSP operations: status, outage, dead letters, settlement files"
+    )
     psp_sub = psp.add_subparsers(dest="psp_verb", metavar="PSP_VERB")
+    from paystream.cli_psp import register as register_psp
+
+    register_psp(psp_sub)  # status, outage, dlq list|replay (issue 13)
     sp = psp_sub.add_parser(
         "settlement",
         help="a PSP's settlement file for a day (Adyen Settlement details report columns)",
@@ -173,7 +178,11 @@ def _show(body: dict[str, Any], as_json: bool) -> None:
 
 
 def cmd_psp_help(a: argparse.Namespace, s: Settings) -> int:
-    print("usage: paystream psp settlement PSP --date YYYY-MM-DD [--out F.csv]", file=sys.stderr)
+    print(
+        "usage: paystream psp status [--json] | outage PSP --seconds S | dlq list|replay | "
+        "settlement PSP --date YYYY-MM-DD [--out F.csv]",
+        file=sys.stderr,
+    )
     return 2
 
 

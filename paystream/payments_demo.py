@@ -1,6 +1,7 @@
 """The payments part of ``paystream demo``: the payments scenario (every test instrument of the
 PSP simulator, pay-ins and pay-outs, through the payment API), its check against the model,
-and the day's settlement file of each PSP written beside it."""
+the resilience part (an outage of cardco, and the unknown orders the janitor recovered:
+paystream.resilience_demo), and the day's settlement file of each PSP written beside it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from base.config import Settings
-from paystream import payments_scenario, queries, recon_demo, schedules_demo
+from paystream import payments_scenario, queries, recon_demo, resilience_demo, schedules_demo
 from producers.commands import parse_command
 from producers.producer import CommandProducer
 
@@ -48,9 +49,17 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
 
     prefix = f"pay{seed}-{int(time.time())}"
     report = payments_scenario.run(settings, prefix, send, wait, balance, TIMEOUT_S)
+    sc = payments_scenario.Scenario(settings, prefix)
+    outage = resilience_demo.outage(settings, prefix, sc.account, sc.user)
+    recovered = resilience_demo.recovered_unknowns(
+        settings, [o.payment_id for o in report.outcomes]
+    )
+    janitor_ok = any(r["status"] == "succeeded" for r in recovered)
+    problems = list(report.problems) + outage["problems"]
+    if not janitor_ok:
+        problems.append("no unknown order was recovered by the janitor")
     files = _settlement_files(settings)
     schedules = schedules_demo.run(settings, seed)
-    problems = list(report.problems)
     try:
         recon = recon_demo.run(settings, prefix, files)
     except Exception as exc:  # the demo reports it; it must not hide the rest
@@ -81,6 +90,8 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         "charged_at_most_once": all(n <= 1 for n in report.charges.values()),
         "settlement_rows": sum(report.settlement.values()),
         "settlement_files": files,
+        "outage": outage,
+        "recovered_unknowns": recovered,
         "reconciliation": recon,
         "problems": problems,
         "seconds": round(report.seconds, 1),
@@ -132,13 +143,27 @@ def print_summary(s: dict[str, Any]) -> None:
         f"each order charged at most once: {'yes' if s['charged_at_most_once'] else 'NO'}; "
         f"settlement rows for succeeded orders: {s['settlement_rows']}; {s['seconds']} s"
     )
+    o = s["outage"]
+    console.print(
+        f"outage: cardco down {o['outage_s']:g} s, {o['payments']} card payments meanwhile, "
+        f"via {o['via']}; cardco's breaker opened {o['breaker_open_after_s']} s after the "
+        f"outage began and closed {o['breaker_closed_after_outage_s']} s after it ended; the "
+        f"next card payment went to {o['after_outage_psp']}: "
+        f"{'yes' if o['verified'] else 'NO'}"
+    )
+    for r in s["recovered_unknowns"]:
+        console.print(
+            f"recovered unknown: {r['payment_id'].split('-', 2)[-1]} {r['status']} at {r['psp']} "
+            f"after {r['unknown_for_s']} s unknown, {r['checks']} janitor check(s)"
+        )
     for f in s["settlement_files"]:
         console.print(f"  settlement file: {f}")
     for p in s["problems"]:
         console.print(f"[red]{p}[/red]")
     console.print(
         "Try: paystream payment <id> | paystream pay-in --help | "
-        "paystream psp settlement cardco --date <YYYY-MM-DD>"
+        "paystream psp settlement cardco --date <YYYY-MM-DD> | paystream psp status | "
+        "paystream psp outage cardco --seconds 30 | paystream psp dlq list"
     )
     schedules_demo.print_summary(s.get("schedules", {}))
 

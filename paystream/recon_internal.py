@@ -17,7 +17,7 @@ from base.kafka import scan
 from base.topics import TopicNames
 from connectors.warehouse import query_client
 from paystream.audit import audit
-from streams import payments_agent
+from streams import payments_agent, payments_state
 from streams.payments import model as pm
 from streams.recon import limits
 from streams.recon.internal import (
@@ -54,7 +54,7 @@ class InternalReport:
 
 def live_states(settings: Settings) -> dict[str, bytes]:
     """The payments workers' latest state per payment, as their changelog holds it
-    (compacted; encoded by ``streams.payments_agent.encode_state``). Idempotency keys'
+    (compacted; encoded by ``streams.payments_state.encode_state``). Idempotency keys'
     states are left out."""
     topic = TopicNames(settings.topic_prefix).payments_state
     out: dict[str, bytes] = {}
@@ -85,7 +85,7 @@ _STATE_FIELDS = 16
 
 
 def _decode(data: bytes) -> pm.PaymentState:
-    state = payments_agent.decode_state(data)
+    state = payments_state.decode_state(data)
     if not isinstance(state, pm.PaymentState):
         raise ValueError("not a payment's state")
     return state
@@ -164,7 +164,9 @@ def _apply(
             )
             out.append((o.key, getattr(names, o.topic), o.schema, o.record))
         elif f.action is InternalAction.ask_psp and p is not None and p.attempt is not None:
-            o = payments_agent._psp_request(pm.PspRequested("status", p.attempt, p.request, now))
+            o = payments_agent._psp_request(
+                pm.PspRequested(pm.PspRequestKind.status, p.attempt, p.request, now)
+            )
             out.append((o.key, getattr(names, o.topic), o.schema, o.record))
         elif f.action is InternalAction.review:
             iid = f"recon:{f.category.value}:internal:{f.subject.replace('/', '.')}"[:140]

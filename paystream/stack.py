@@ -252,6 +252,9 @@ class Layout:
     schedulers: int = 0
     # The wallet's users workers (docs/wallet.md): sign-ups, log-outs, wallet transfers.
     user_workers: int = 0
+    # PSP executor processes when ``executor`` (one group: they share the requests, the delay
+    # topics and, through paystream.psp-breakers.v1, every PSP's circuit breaker).
+    executors: int = 1
     # Risk engine and review queue workers (docs/risk.md); None: one each when payments run.
     risk_workers: int | None = None
     review_workers: int | None = None
@@ -308,7 +311,7 @@ def process_specs(settings: Settings, layout: Layout) -> list[ProcessSpec]:
     if layout.psp_sim:
         specs.append(psp_sim_spec(settings))
     if layout.executor:
-        specs.append(executor_spec())
+        specs += [executor_spec(i) for i in range(1, layout.executors + 1)]
     if layout.api:
         specs.append(api_spec(settings))
     specs += [scheduler_spec(i) for i in range(1, layout.schedulers + 1)]

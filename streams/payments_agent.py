@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from streams.agent import TS_MAX, BadInput, Out
 from streams.payments import decide, evolve_all
 from streams.payments import model as pm
-from streams.payments.routing import PspInfo
+from streams.payments.routing import Health, PspInfo
 from streams.payments.statuses import TERMINAL
 from streams.payments_fields import AMOUNT_CHARS_MAX as AMOUNT_CHARS_MAX
 from streams.payments_fields import CURRENCY as CURRENCY
@@ -26,16 +26,16 @@ from streams.payments_fields import req_str as _str
 from streams.payments_fields import request_fields as _request_fields
 from streams.payments_risk import (
     review_opened,
-    risk_json,
-    risk_of,
     risk_request,
     to_review_decided,
     to_risk_decided,
 )
+from streams.payments_state import decode_state, encode_state
 
 log = logging.getLogger(__name__)
 
 _PSP_KINDS = frozenset({"token_created", "token_failed", "answered", "notified"})
+CHECKS_MAX = 1_000_000  # polls and janitor checks of one attempt: far beyond any schedule
 
 
 class PaymentsAgent:
@@ -46,8 +46,13 @@ class PaymentsAgent:
     step_topic = "payments"
     changelog_topic = "payments_state"
 
-    def __init__(self, psps: tuple[PspInfo, ...]) -> None:
+    def __init__(
+        self, psps: tuple[PspInfo, ...], health: Callable[[], Health] | None = None
+    ) -> None:
+        """``health``: the PSPs' circuit breakers as last read (streams.psp_health), for
+        routing; none: every PSP is taken as healthy."""
         self.psps = psps
+        self.health = health
 
     # --- in ---
 
@@ -68,7 +73,8 @@ class PaymentsAgent:
         return to_request(record, 0)
 
     def decide(self, state: pm.State | None, message: pm.Message) -> list[pm.Event]:
-        events = decide(state, message, self.psps)
+        health = self.health() if self.health is not None else None
+        events = decide(state, message, self.psps, health)
         answer = isinstance(message, pm.LedgerReplied | pm.PspReported)
         if not events and answer and not isinstance(state, pm.PaymentState):
             log.warning("answer for unknown payment %r dropped: %s", message.key, message)
@@ -163,6 +169,9 @@ def to_psp_reported(r: dict[str, Any], log_ts: int) -> pm.PspReported:
     attempt = r.get("attempt")
     if type(attempt) is not int or not 1 <= attempt <= 1000:
         raise BadInput("bad_field", f"attempt {attempt!r} is out of range")
+    check = r.get("check", 0)
+    if type(check) is not int or not 0 <= check <= CHECKS_MAX:
+        raise BadInput("bad_field", f"check {check!r} is out of range")
     status = _opt(r, "status")
     try:
         psp_status = None if status is None else pm.PspStatus(status)
@@ -180,6 +189,7 @@ def to_psp_reported(r: dict[str, Any], log_ts: int) -> pm.PspReported:
         retryable=r.get("retryable") is True,
         source=_opt(r, "source") or "executor",
         ts=log_ts,
+        check=check,
     )
 
 
@@ -230,16 +240,17 @@ def _ledger_command(e: pm.LedgerCommandIssued) -> Out:
 def _psp_request(e: pm.PspRequested) -> Out:
     req, a = e.payment, e.attempt
     order = pm.order_id_of(req.payment_id)
+    request_id = f"{order}/{a.n}/{e.kind.value}" + (f"/{e.check}" if e.check else "")
     return Out(
         "psp_requests",
         "PspRequest",
         order,
         {
-            "request_id": f"{order}/{a.n}/{e.kind}",
+            "request_id": request_id,
             "payment_id": req.payment_id,
             "payment_order_id": order,
             "attempt": a.n,
-            "kind": e.kind,
+            "kind": e.kind.value,
             "psp": a.psp,
             "token": a.token,
             "direction": req.type.value,
@@ -247,6 +258,52 @@ def _psp_request(e: pm.PspRequested) -> Out:
             "currency": req.currency,
             "payment_option": req.payment_option.value,
             "instrument": req.instrument,
+            "ts": e.ts,
+            "check": e.check,
+            "fallback": e.fallback,
+            "not_before": e.ts + e.delay_us if e.delay_us else None,
+            "tries": 0,
+            "first_tried_at": None,
+            "history": [],
+        },
+    )
+
+
+def _review_record(e: pm.ReviewRequested) -> Out:
+    """An order the poller or the janitor gave up on: an item on the review queue (kind
+    recon, category psp_unresolved), its evidence what the PSP last said."""
+    p, a = e.payment, e.attempt
+    item = pm.psp_review_id_of(p.payment_id, a.n, a.checks)
+    evidence = {
+        "payment_order_id": p.order_id,
+        "attempt": a.n,
+        "psp": a.psp,
+        "token": a.token,
+        "status": p.status.value,
+        "checks": a.checks,
+        "code": a.code,
+        "reason": e.reason,
+        "type": p.request.type.value,
+        "amount": p.request.amount,
+        "currency": p.request.currency,
+    }
+    return Out(
+        "reviews",
+        "ReviewRequest",
+        item,
+        {
+            "request_id": f"{item}/open",
+            "op": "open",
+            "item_id": item,
+            "kind": pm.PSP_REVIEW_KIND,
+            "payment_id": p.payment_id,
+            "rules": [],
+            "category": pm.PSP_REVIEW_CATEGORY,
+            "evidence": json.dumps(evidence, separators=(",", ":")),
+            "actions": ["resolve"],
+            "decision": None,
+            "note": None,
+            "reviewer": None,
             "ts": e.ts,
         },
     )
@@ -274,6 +331,8 @@ def _attempt_record(payment_id: str, a: pm.Attempt) -> Out:
             "psp_reference": a.psp_reference,
             "started_at": a.started_at,
             "ts": a.updated_at or a.started_at,
+            "checks": a.checks,
+            "review": a.review,
         },
     )
 
@@ -319,6 +378,8 @@ def to_records(event: pm.Event, direct: bool = False) -> Iterator[Out]:
             yield _ledger_command(event)
         case pm.PspRequested():
             yield _psp_request(event)
+        case pm.ReviewRequested():
+            yield _review_record(event)
         case pm.AttemptStarted() | pm.AttemptChanged():
             yield _attempt_record(event.payment_id, event.attempt)
         case pm.Snapshot():
@@ -332,109 +393,3 @@ def to_records(event: pm.Event, direct: bool = False) -> Iterator[Out]:
         case _:
             # PaymentCreated, StatusChanged, LedgerUpdated, LedgerRefused: the snapshot says it.
             return
-
-
-# --- state <-> changelog bytes (compact JSON) ---
-
-
-def encode_state(state: pm.State) -> bytes:
-    if isinstance(state, pm.KeyState):
-        v: list[Any] = [
-            "k",
-            state.scope,
-            state.idempotency_key,
-            state.payment_id,
-            state.digest,
-            state.ts,
-        ]
-    else:
-        r = state.request
-        v = [
-            "p",
-            [
-                r.payment_id,
-                r.user_id,
-                r.type.value,
-                r.from_acct,
-                r.to_acct,
-                r.amount,
-                r.currency,
-                r.payment_option.value,
-            ],
-            state.scope,
-            state.idempotency_key,
-            state.digest,
-            state.created_at,
-            state.status.value,
-            state.reason,
-            list(state.candidates),
-            state.routing_reason,
-            [_attempt_json(a) for a in state.attempts],
-            state.ledger_updated,
-            state.wallet_updated,
-            [[s.value, ts] for s, ts in state.history],
-            state.version,
-            risk_json(state.risk),
-        ]
-    return json.dumps(v, separators=(",", ":")).encode()
-
-
-def _attempt_json(a: pm.Attempt) -> list[Any]:
-    return [
-        a.n,
-        a.psp,
-        list(a.candidates),
-        a.routing_reason,
-        a.started_at,
-        a.phase.value,
-        a.token,
-        a.outcome.value if a.outcome is not None else None,
-        a.code,
-        a.psp_reference,
-        a.updated_at,
-        a.version,
-    ]
-
-
-def decode_state(data: bytes) -> pm.State:
-    v = json.loads(data)
-    if v[0] == "k":
-        return pm.KeyState(v[1], v[2], v[3], v[4], v[5])
-    pid, user, ptype, frm, to, amount, cur, option = v[1]
-    return pm.PaymentState(
-        request=pm.PaymentRequest(
-            pid, user, pm.PaymentType(ptype), frm, to, amount, cur, pm.PaymentOption(option)
-        ),
-        scope=v[2],
-        idempotency_key=v[3],
-        digest=v[4],
-        created_at=v[5],
-        status=pm.Status(v[6]),
-        reason=v[7],
-        candidates=tuple(v[8]),
-        routing_reason=v[9],
-        attempts=tuple(
-            pm.Attempt(
-                n,
-                psp,
-                tuple(cands),
-                why,
-                started,
-                pm.Phase(phase),
-                token,
-                None if outcome is None else pm.PspStatus(outcome),
-                code,
-                ref,
-                updated,
-                version,
-            )
-            for n, psp, cands, why, started, phase, token, outcome, code, ref, updated, version in v[
-                10
-            ]
-        ),
-        ledger_updated=v[11],
-        wallet_updated=v[12],
-        history=tuple((pm.Status(s), ts) for s, ts in v[13]),
-        version=v[14],
-        risk=risk_of(v[15]) if len(v) > 15 else None,  # states written before the risk step
-    )

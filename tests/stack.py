@@ -129,10 +129,15 @@ def cli(settings: Settings, *args: str, port: int = 0) -> subprocess.CompletedPr
 
 
 def payments_stack(
-    settings: Settings, warehouse: bool = True, workers: int = 1, schedulers: int = 0
+    settings: Settings,
+    warehouse: bool = True,
+    workers: int = 1,
+    executors: int = 1,
+    payment_workers: int = 1,
+    schedulers: int = 0,
 ) -> Stack:
     """Everything the payments need (ledger and payments workers, the PSP simulator, the
-    executor, the API, and the warehouse unless told not to), on free ports; and
+    executors, the API, and the warehouse unless told not to), on free ports; and
     ``schedulers`` scheduler processes (scheduled payments)."""
     from ops.ports import free_port_base
 
@@ -145,17 +150,22 @@ def payments_stack(
         warehouse=warehouse,
         readside=False,
         detector=False,
-        payment_workers=1,
+        payment_workers=payment_workers,
         executor=True,
         api=True,
         psp_sim=True,
+        executors=executors,
         schedulers=schedulers,
     )
     return stack_for(s, layout)
 
 
 def run_payments_scenario(
-    stack: Stack, prefix: str, between: Any = None, timeout_s: float = 240.0
+    stack: Stack,
+    prefix: str,
+    between: Any = None,
+    timeout_s: float = 240.0,
+    allow_fallback: bool = False,
 ) -> Any:
     """The payments scenario (paystream.payments_scenario) against ``stack``."""
     from decimal import Decimal
@@ -180,4 +190,6 @@ def run_payments_scenario(
         view = queries.account(s, account)
         return None if view is None else Decimal(view["balance"])
 
-    return payments_scenario.run(s, prefix, send, wait, balance, timeout_s, between)
+    return payments_scenario.run(
+        s, prefix, send, wait, balance, timeout_s, between, allow_fallback=allow_fallback
+    )

@@ -90,15 +90,37 @@ class WebhookEvent:
 class ErrorTable:
     """A connector's classing of error codes: retryable (the same call may succeed later)
     or final. Codes in neither set are classed by their HTTP status: 408, 425, 429 and 5xx
-    retryable, other 4xx final; a transport failure without a status is retryable."""
+    retryable, other 4xx final; a transport failure without a status is retryable.
+
+    ``ambiguous`` (a subset of ``retryable``): the call reached the PSP and no answer we can
+    read came back (a timeout, a dropped connection), so what the PSP did is unknown. An
+    execute that ends so is not sent again at once: the order becomes ``unknown`` and the
+    janitor asks the PSP for the token's status. The other retryable codes are the PSP's
+    own "not now" (5xx, 429, 503 with Retry-After, ``lock_timeout``) or failures that never
+    reached it: the same call is retried through the delay topics.
+    """
 
     retryable: frozenset[str]
     final: frozenset[str]
+    ambiguous: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         both = self.retryable & self.final
         if both:
             raise ValueError(f"codes classed both retryable and final: {sorted(both)}")
+        loose = self.ambiguous - self.retryable
+        if loose:
+            raise ValueError(f"ambiguous codes must be retryable: {sorted(loose)}")
+
+    def outcome_unknown(self, code: str, http_status: int | None, sent: bool) -> bool:
+        """Did a failed call leave the PSP's side unknown? Never when it was not sent."""
+        if not sent:
+            return False
+        if code in self.ambiguous:
+            return True
+        if code in self.retryable or code in self.final:
+            return False
+        return http_status is None
 
     def is_retryable(self, code: str, http_status: int | None = None) -> bool:
         if code in self.final:

@@ -15,6 +15,8 @@ One ``[[psp]]`` table per PSP::
     asynchronous = false                 # answers "pending" and completes later
     webhook_secret_file = "pspsim/webhook-secrets/cardco"   # optional; relative to this file
     timeout_ms = 10000                   # per HTTP call
+    amount_min = "1.00"                  # optional routing rule: smallest amount it takes
+    amount_max = "10000.00"              # optional: largest (in the payment's currency)
 
 The file is validated whole on load; an error names the file, the PSP and the field.
 """
@@ -53,7 +55,7 @@ _REQUIRED = (
     "asynchronous",
     "timeout_ms",
 )
-_OPTIONAL = ("commission_max_minor", "webhook_secret_file")
+_OPTIONAL = ("commission_max_minor", "webhook_secret_file", "amount_min", "amount_max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,9 @@ class PspConfig:
     timeout_ms: int
     webhook_secret_file: Path | None = None
     commission_max_minor: int | None = None
+    # Routing rules on the amount (in the payment's currency, inclusive); None: no bound.
+    amount_min: Decimal | None = None
+    amount_max: Decimal | None = None
 
     def info(self) -> PspInfo:
         """What the payments workers' routing needs of this PSP."""
@@ -81,6 +86,8 @@ class PspConfig:
             self.commission_percent,
             self.commission_fixed_minor,
             self.commission_max_minor,
+            self.amount_min,
+            self.amount_max,
         )
 
     def commission_minor(self, amount_minor: int) -> int:
@@ -177,7 +184,24 @@ def _psp(
         commission_max_minor=None
         if max_minor is None
         else _int(table, "commission_max_minor", where, 0, 10**12),
+        amount_min=_amount(table, "amount_min", where),
+        amount_max=_amount(table, "amount_max", where),
     )
+
+
+def _amount(table: Mapping[str, Any], field: str, where: _Where) -> Decimal | None:
+    value = table.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise where.error(field, f"must be a decimal string, got {value!r}")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise where.error(field, f"not a decimal: {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise where.error(field, f"must be a decimal of 0 or more, got {value!r}")
+    return amount
 
 
 def _string(table: Mapping[str, Any], field: str, where: _Where) -> str:

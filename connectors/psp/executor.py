@@ -1,19 +1,27 @@
 """The PSP executor process: ``PspRequest`` records in, PSP calls, ``PspResult`` records out.
 
-Consumes ``paystream.psp-requests.v1`` (group ``paystream-psp-executor``, read_committed: a
-request of an aborted worker transaction was never decided) and produces to
-``paystream.payments.v1`` keyed by payment id. At least once, with no Kafka transaction
-(side effects never run inside one): many requests are in flight at once (asyncio), each
-partition's offset is committed only up to its lowest request whose results the broker has
-not acknowledged yet, so a crash at any point replays exactly the unfinished requests. That
-is safe by construction: tokens are idempotent at the PSP, and an execute is done again only
-with the same token, which the PSP answers with its original result.
+Consumes ``paystream.psp-requests.v1`` and the delay topics ``paystream.psp-retry-{5s,30s,
+5m,1h}.v1`` (group ``paystream-psp-executor``, read_committed: a request of an aborted worker
+transaction was never decided) and produces results to ``paystream.payments.v1`` keyed by
+payment id. At least once, with no Kafka transaction (side effects never run inside one):
+many requests are in flight at once (asyncio), each partition's offset is committed only up
+to its lowest request whose records the broker has not acknowledged yet, so a crash at any
+point replays exactly the unfinished requests. That is safe by construction: tokens are
+idempotent at the PSP, and an execute is done again only with the same token, which the PSP
+answers with its original result.
 
-A request that cannot be used (undecodable, wrong fields, unknown PSP or kind) goes to
-``paystream.deadletter.v1`` with the reason; nothing stops the process but SIGTERM (a clean
-stop: requests in flight get ``shutdown_drain_s`` to finish) or a fatal Kafka error.
+**Delays without sleeping** (docs/psp-resilience.md): a request whose ``not_before`` is
+later goes to the delay topic that fits; a delay topic's partition is paused at its first
+record that is not ready yet (``connectors.psp.retry.ready_at_us``) and resumed when it is,
+so nothing runs early and a waiting request holds no memory and no task.
 
-``paystream executor`` runs it (paystream.bootstrap.run_executor_process).
+**Circuit breakers**: one per PSP (``connectors.psp.board``), its transitions written to
+``paystream.psp-breakers.v1`` and every executor's read back from it; calls per PSP are
+published every second to ``paystream.psp-stats.v1`` (``paystream psp status``).
+
+A request that cannot be used goes to ``paystream.deadletter.v1`` with the reason; nothing
+stops the process but SIGTERM (requests in flight get ``shutdown_drain_s`` to finish) or a
+fatal Kafka error. ``paystream executor`` runs it (paystream.bootstrap.run_executor_process).
 """
 
 from __future__ import annotations
@@ -24,14 +32,17 @@ import signal
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from base.config import Settings, kafka_client_config
+from base.config import Settings
 from base.topics import TopicNames
 from connectors.psp.base import PspConnector
+from connectors.psp.board import BreakerBoard
+from connectors.psp.clients import bootstrap_of, clients
 from connectors.psp.config import PspConfig, load_psps, psps_path
+from connectors.psp.delays import DelayGate
 from connectors.psp.errors import (
     BadRequest,
     FatalExecutorError,
@@ -41,17 +52,21 @@ from connectors.psp.errors import (
 from connectors.psp.handler import RequestHandler
 from connectors.psp.limits import ExecutorLimits
 from connectors.psp.offsets import OffsetTracker, TopicPartitionKey
-from connectors.psp.records import RESULT_SCHEMA, parse_request
+from connectors.psp.outbox import KafkaOutbox
+from connectors.psp.probe import probe
+from connectors.psp.records import PspRequest, parse_request
 from connectors.psp.registry import build_connectors
+from connectors.psp.retry import DELAY_TOPICS, ready_at_us, topic_for
 from schemas import now_micros
 from schemas.codec import Codec
 from schemas.errors import DecodeError
+from streams.psp_health import BreakerLog
 
 log = logging.getLogger(__name__)
 
 EXECUTOR_GROUP: Final = "paystream-psp-executor"
-DEAD_LETTER_SCHEMA: Final = "DeadLetter"
 EX_CONFIG: Final = 78  # sysexits.h: a configuration error; restarting will not help
+US_PER_S: Final = 1_000_000
 
 
 def run_executor(
@@ -94,53 +109,38 @@ class Executor:
         self.settings = settings
         self.limits = limits
         self.connectors = connectors
+        self.name = f"psp-executor-{instance}"
         self.codec = Codec.default()
-        topics = TopicNames(settings.topic_prefix)
-        self.requests_topic: str = topics.psp_requests
-        self.results_topic: str = topics.payments
-        self.deadletter_topic: str = topics.deadletter
+        self.topics = TopicNames(settings.topic_prefix)
+        self.requests_topic: str = self.topics.psp_requests
+        # Delay topic name -> its key (base.topics).
+        self.delay_topics = {getattr(self.topics, key): key for key, _ in DELAY_TOPICS}
         self.group = settings.topic_prefix + EXECUTOR_GROUP
-        bootstrap = _bootstrap(settings)
-        self.consumer = Consumer(
-            {
-                **kafka_client_config(settings, bootstrap),
-                "group.id": self.group,
-                "client.id": f"psp-executor-{instance}",
-                # Static membership: a restarted executor takes its partitions back at once.
-                "group.instance.id": f"{self.group}-{instance}",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                "fetch.wait.max.ms": 10,
-                "on_commit": self._on_commit,
-                "error_cb": self._on_kafka_error,
-                "logger": logging.getLogger("connectors.psp.rdkafka"),
-            }
+        self.consumer, self.producer = clients(
+            settings,
+            limits,
+            group=self.group,
+            name=self.name,
+            instance=instance,
+            on_commit=self._on_commit,
+            on_error=self._on_kafka_error,
         )
-        self.producer = Producer(
-            {
-                **kafka_client_config(settings, bootstrap),
-                "client.id": f"psp-executor-{instance}",
-                "enable.idempotence": True,
-                "acks": "all",
-                # Java's default partitioner, so every client agrees which partition owns a key.
-                "partitioner": "murmur2_random",
-                "linger.ms": limits.producer_linger_ms,
-                "compression.type": "lz4",
-                "delivery.timeout.ms": limits.delivery_timeout_ms,
-                "error_cb": self._on_kafka_error,
-                "logger": logging.getLogger("connectors.psp.rdkafka"),
-            }
+        self.outbox = KafkaOutbox(self.producer, self.topics, limits, self.name, self.codec)
+        self.board = BreakerBoard(connectors, limits, self.name, self.outbox.transition)
+        self.breaker_log = BreakerLog(
+            settings, bootstrap_of(settings), self.topics.psp_breakers, self.name
         )
         self.offsets = OffsetTracker()
-        self.handler = RequestHandler(connectors, self._emit_result, limits)
+        self.handler = RequestHandler(
+            connectors, self.outbox, self.board, limits, executor=self.name
+        )
         self.tasks: set[asyncio.Task[None]] = set()
-        self.counters = {"requests": 0, "results": 0, "dead_letters": 0}
-        self._paused = False
+        self.probes: set[asyncio.Task[None]] = set()
+        self.counters = {"requests": 0, "probes": 0}
+        # Delay topic partitions paused at a record not ready yet, until it is.
+        self.gate = DelayGate(self.consumer, now_micros)
+        self._paused = False  # every partition paused: too many requests in flight
+        self._reassigned = False  # partitions came since: pause them too, if still full
         self._fatal: BaseException | None = None
         self._stopping = asyncio.Event()
 
@@ -152,17 +152,23 @@ class Executor:
         if own_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stopping.set)
+        # The breakers as the other executors left them, before the first request.
+        for record in self.breaker_log.catch_up(self.limits.breaker_log_catch_up_s):
+            self.board.adopt(record)
         self.consumer.subscribe(
-            [self.requests_topic],
+            [self.requests_topic, *self.delay_topics],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
         log.info(
-            "psp executor started: group %s, PSPs %s, at most %d requests in flight",
+            "psp executor %s started: group %s, PSPs %s, at most %d requests in flight; "
+            "breakers %s",
+            self.name,
             self.group,
             ", ".join(self.connectors),
             self.limits.requests_in_flight_max,
+            ", ".join(f"{p} {self.board.state(p)[0].value}" for p in self.connectors),
         )
         try:
             await self._loop(stop)
@@ -179,17 +185,27 @@ class Executor:
         lim = self.limits
         commit_every_s = lim.commit_interval_ms / 1000
         next_commit = time.monotonic() + commit_every_s
+        next_stats = time.monotonic()
         while not self._stopping.is_set() and self._fatal is None:
             if stop is not None and stop.is_set():
                 break
-            self.producer.poll(0)  # delivery reports: results acknowledged
+            self.producer.poll(0)  # delivery reports: records acknowledged
+            for record in self.breaker_log.poll():
+                self.board.adopt(record)
+            for psp in self.board.tick():
+                self._probe(psp)
+            self.gate.release(resume=not self._paused)
             taken = self._consume()
-            if time.monotonic() >= next_commit:
+            now = time.monotonic()
+            if now >= next_commit:
                 self._commit(asynchronous=True)
-                next_commit = time.monotonic() + commit_every_s
+                next_commit = now + commit_every_s
+            if now >= next_stats:
+                self.outbox.stats(self.board.stats_records())
+                next_stats = now + lim.stats_interval_s
             if taken:
                 await asyncio.sleep(0)  # let the new tasks start their calls
-            elif self.tasks:
+            elif self.tasks or self.probes:
                 await asyncio.sleep(lim.idle_sleep_ms / 1000)
             else:
                 await asyncio.sleep(lim.idle_sleep_empty_ms / 1000)
@@ -198,13 +214,13 @@ class Executor:
         room = self.limits.requests_in_flight_max - len(self.tasks)
         if room <= 0:
             # Full: stop fetching (the consumer must still be polled to stay in the group).
-            if not self._paused:
+            if not self._paused or self._reassigned:
                 self.consumer.pause(self.consumer.assignment())
-                self._paused = True
+                self._paused, self._reassigned = True, False
             msgs = self.consumer.consume(1, timeout=0)
         else:
             if self._paused:
-                self.consumer.resume(self.consumer.assignment())
+                self.consumer.resume(self.gate.unheld(self.consumer.assignment()))
                 self._paused = False
             msgs = self.consumer.consume(
                 min(room, self.limits.consume_batch_records_max), timeout=0
@@ -224,15 +240,22 @@ class Executor:
             await asyncio.sleep(lim.idle_sleep_ms / 1000)
         if self.tasks:
             log.warning("%d requests still in flight: left to the next start", len(self.tasks))
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        for task in (*self.tasks, *self.probes):
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self.probes, return_exceptions=True)
         self.producer.flush(10)
         self._commit(asynchronous=False)
         self.consumer.close()
+        self.breaker_log.close()
         for connector in self.connectors.values():
             await connector.aclose()
-        log.info("psp executor stopped: %s", self.counters)
+        log.info(
+            "psp executor stopped: %s, %d holds %s %s",
+            self.counters,
+            self.gate.holds,
+            self.outbox.counters,
+            self.handler.counters,
+        )
 
     # --- one record -------------------------------------------------------------------------
 
@@ -247,32 +270,61 @@ class Executor:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None
         tp = (topic, partition)
+        if tp in self.gate:
+            return  # fetched before its partition was paused: it comes again on resume
+        value = msg.value() or b""
+        request: PspRequest | None = None
+        problem: tuple[str, str] | None = None
+        try:
+            schema, record = self.codec.decode(value)
+            request = parse_request(schema, record, self.connectors)
+        except (DecodeError, BadRequest) as exc:
+            problem = (f"unusable {topic} record: {exc}", exc.code)
+        except (KeyError, TypeError, ValueError) as exc:
+            problem = (f"unusable {topic} record: {exc!r}", "malformed")
+        delay_key = self.delay_topics.get(topic)
+        if request is not None and delay_key is not None:
+            written_us = max(msg.timestamp()[1], 0) * 1000
+            ready = ready_at_us(delay_key, written_us, request.not_before)
+            if ready > now_micros():
+                self.gate.hold(tp, offset, ready)
+                return
         if not self.offsets.take(tp, offset):
             log.warning("%s/%d rewound to %d: its requests come again", topic, partition, offset)
         self.counters["requests"] += 1
-        task = asyncio.get_running_loop().create_task(self._work(tp, offset, msg))
+        task = asyncio.get_running_loop().create_task(
+            self._work(tp, offset, value, request, problem)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _work(self, tp: TopicPartitionKey, offset: int, msg: Message) -> None:
+    async def _work(
+        self,
+        tp: TopicPartitionKey,
+        offset: int,
+        value: bytes,
+        request: PspRequest | None,
+        problem: tuple[str, str] | None,
+    ) -> None:
+        source = f"{tp[0]}/{tp[1]}@{offset}"
         try:
-            await self._work_on(tp, offset, msg.value() or b"")
+            if request is None:
+                assert problem is not None
+                await self.outbox.unusable(source, problem[0], problem[1], value)
+            else:
+                await self._work_on(source, value, request)
         except FatalExecutorError as exc:
             self._fatal = exc  # the loop stops; the request stays uncommitted
             return
         self.offsets.finish(tp, offset)
 
-    async def _work_on(self, tp: TopicPartitionKey, offset: int, value: bytes) -> None:
-        source = f"{tp[0]}/{tp[1]}@{offset}"
-        try:
-            schema, record = self.codec.decode(value)
-            request = parse_request(schema, record, self.connectors)
-        except (DecodeError, BadRequest) as exc:
-            await self._dead_letter(source, f"unusable {tp[0]} record: {exc}", exc.code, value)
-            return
-        except (KeyError, TypeError, ValueError) as exc:
-            await self._dead_letter(source, f"unusable {tp[0]} record: {exc!r}", "malformed", value)
-            return
+    async def _work_on(self, source: str, value: bytes, request: PspRequest) -> None:
+        if request.not_before is not None:
+            left_s = (request.not_before - now_micros()) / US_PER_S
+            if left_s > 0:
+                # Not due: to the delay topic for the time it has left, as it is.
+                await self.outbox.forward(topic_for(left_s), request.payment_order_id, value)
+                return
         try:
             await self.handler.handle(request)
         except FatalExecutorError:
@@ -280,52 +332,15 @@ class Executor:
         except Exception as exc:
             # A bug of ours: keep it (and the request) visible, and keep going.
             log.exception("%s: request %s failed", source, request.request_id)
-            await self._dead_letter(source, f"executor error: {exc!r}", "executor_error", value)
+            await self.outbox.unusable(source, f"executor error: {exc!r}", "executor_error", value)
 
-    async def _emit_result(self, record: dict[str, Any]) -> None:
-        value = self.codec.encode(RESULT_SCHEMA, record)
-        await self._produce(self.results_topic, record["payment_id"], value)
-        self.counters["results"] += 1
+    # --- breaker probes ------------------------------------------------------------------------
 
-    async def _dead_letter(self, source: str, reason: str, code: str, payload: bytes) -> None:
-        log.warning("dead letter %s: %s", source, reason)
-        record = {
-            "source": source,
-            "reason": reason[: self.limits.detail_chars_max],
-            "error_code": code,
-            "payload": payload[: self.limits.dead_letter_payload_bytes_max],
-            "ts": now_micros(),
-        }
-        value = self.codec.encode(DEAD_LETTER_SCHEMA, record)
-        await self._produce(self.deadletter_topic, source, value)
-        self.counters["dead_letters"] += 1
-
-    async def _produce(self, topic: str, key: str, value: bytes) -> None:
-        """Produce and wait for the broker's acknowledgement; a failed delivery is produced
-        again (the request stays uncommitted meanwhile)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            acked: asyncio.Future[KafkaError | None] = loop.create_future()
-
-            def on_delivery(
-                err: KafkaError | None, _msg: Message, acked: asyncio.Future[Any] = acked
-            ) -> None:
-                if not acked.done():
-                    acked.set_result(err)
-
-            while True:
-                try:
-                    self.producer.produce(topic, value, key.encode(), on_delivery=on_delivery)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain
-                    await asyncio.sleep(self.limits.idle_sleep_ms / 1000)
-            err = await acked
-            if err is None:
-                return
-            if err.fatal():
-                raise FatalExecutorError(f"fatal producer error: {err}")
-            log.warning("delivery to %s failed (%s); producing it again", topic, err)
-            await asyncio.sleep(1.0)
+    def _probe(self, psp: str) -> None:
+        self.counters["probes"] += 1
+        task = asyncio.get_running_loop().create_task(probe(self.connectors[psp], self.board))
+        self.probes.add(task)
+        task.add_done_callback(self.probes.discard)
 
     # --- offsets and the group --------------------------------------------------------------
 
@@ -343,8 +358,8 @@ class Executor:
             log.warning("commit of %s failed: %s", moved, exc)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._paused = False  # new partitions come unpaused; the loop pauses them if full
-        log.info("assigned %s", sorted(tp.partition for tp in partitions))
+        self._reassigned = True  # new partitions come unpaused: if full, the loop pauses them
+        log.info("assigned %s", _names(partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what is finished; the rest is the next owner's (our tasks may still finish
@@ -358,11 +373,14 @@ class Executor:
             except KafkaException as exc:
                 log.warning("commit on revoke failed: %s", exc)
         self.offsets.forget(keys)
-        log.info("revoked %s", sorted(tp.partition for tp in partitions))
+        self.gate.forget(keys)
+        log.info("revoked %s", _names(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.offsets.forget([(tp.topic, tp.partition) for tp in partitions])
-        log.warning("lost %s", sorted(tp.partition for tp in partitions))
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.offsets.forget(keys)
+        self.gate.forget(keys)
+        log.warning("lost %s", _names(partitions))
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None and err.code() != KafkaError._NO_OFFSET:
@@ -376,7 +394,8 @@ class Executor:
             log.warning("Kafka error: %s", err)
 
 
-def _bootstrap(settings: Settings) -> str:
-    # The caller resolves the embedded cluster's address (paystream.bootstrap.resolved, as
-    # for every process); without one, the embedded broker's first node.
-    return settings.bootstrap or f"127.0.0.1:{settings.broker_port_base}"
+def _names(partitions: list[TopicPartition]) -> str:
+    by: dict[str, list[int]] = {}
+    for tp in partitions:
+        by.setdefault(tp.topic, []).append(tp.partition)
+    return "; ".join(f"{t} {sorted(ps)}" for t, ps in sorted(by.items())) or "nothing"

@@ -21,29 +21,41 @@ class ExecutorLimits:
     # Committed offsets are sent at most this often (and at shutdown, and on a revoke).
     commit_interval_ms: int = 500
 
-    # Execute retries on the same PSP with the same token (tenacity): exponential backoff
-    # from retry_backoff_initial_s, doubling up to retry_backoff_max_s, plus up to
-    # retry_jitter_s of jitter; a PSP's Retry-After is honoured up to retry_after_max_s.
-    # Bounded by both the attempts and the total time; then the answer is "unknown".
-    execute_attempts_max: int = 6
-    # create_token: a transient failure (a PSP restarting, a refused connection) is retried
-    # briefly on the same PSP (no money moves, the reference makes it idempotent) before the
-    # worker is told and falls back: long enough to ride out a restart, short for fallback.
-    token_attempts_max: int = 8
-    token_retry_total_s: float = 10.0
-    execute_retry_total_s: float = 30.0
-    retry_backoff_initial_s: float = 0.2
-    retry_backoff_max_s: float = 5.0
-    retry_jitter_s: float = 0.2
-    retry_after_max_s: float = 30.0
+    # Retries go through the delay topics (connectors/psp/retry.py), never a sleep here: a
+    # retryable failure of create_token on an order's last candidate PSP, and of execute when
+    # the PSP answered that it did not process the call (5xx, 429, 503, lock_timeout) or the
+    # call never reached it. Backoff from retry_backoff_initial_s doubling up to
+    # retry_backoff_max_s, each delay within retry_jitter_ratio of that; a PSP's Retry-After
+    # is honoured up to retry_after_max_s. At most retry_attempts_max calls, the first
+    # included, all within retry_age_max_s of the first; then the dead-letter topic.
+    retry_attempts_max: int = 8
+    retry_age_max_s: float = 900.0
+    retry_backoff_initial_s: float = 1.0
+    retry_backoff_max_s: float = 100.0
+    retry_jitter_ratio: float = 0.2
+    retry_after_max_s: float = 300.0
+    # Calls in a request's history kept in its record (the oldest are dropped past it).
+    retry_history_max: int = 32
 
-    # An execute answered "pending" (asynchronous PSP): its token is polled from
-    # pending_poll_initial_s, doubling up to pending_poll_interval_max_s, for at most
-    # pending_poll_total_s; still pending then, the poller and webhooks of the payments side
-    # take over.
-    pending_poll_initial_s: float = 0.5
-    pending_poll_interval_max_s: float = 2.0
-    pending_poll_total_s: float = 60.0
+    # Circuit breakers (connectors/psp/breaker.py), one per PSP, shared by every executor
+    # through paystream.psp-breakers.v1: open on a failure rate of breaker_failure_rate_max
+    # over breaker_window_s with at least breaker_window_calls_min calls, or on
+    # breaker_consecutive_failures_max failures in a row; half-open after breaker_cool_down_s,
+    # with at most breaker_trial_calls trial calls at once (a probe of the PSP's capabilities
+    # every breaker_probe_interval_s when no payment comes); closed after
+    # breaker_trial_successes successful trials.
+    breaker_window_s: int = 10
+    breaker_window_calls_min: int = 10
+    breaker_failure_rate_max: float = 0.5
+    breaker_consecutive_failures_max: int = 5
+    breaker_cool_down_s: float = 5.0
+    breaker_trial_calls: int = 3
+    breaker_trial_successes: int = 2
+    breaker_probe_interval_s: float = 1.0
+    # Each executor publishes its calls per PSP over the window this often (psp status).
+    stats_interval_s: float = 1.0
+    # Reading the breakers' topic to its end at start, before taking requests.
+    breaker_log_catch_up_s: float = 30.0
 
     # HTTP, per PSP: calls (and connections) at once, spread over httpx clients of
     # http_connections_per_client connections each (connectors/psp/http.py says why); the

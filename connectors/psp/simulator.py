@@ -80,6 +80,10 @@ SIMULATOR_ERRORS: Final = ErrorTable(
             "body_too_large",
         }
     ),
+    # Sent, and no answer we can read: the outcome is unknown (the janitor asks).
+    ambiguous=frozenset(
+        {"timeout", "connection_reset", "connection_dropped", "network_error", "bad_response"}
+    ),
 )
 
 _EXECUTE_STATUS: Final[dict[int, AnswerStatus]] = {

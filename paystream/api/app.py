@@ -115,7 +115,12 @@ def create_app(
                 s = producer
             app.state.view = v
             app.state.webhooks = Webhooks(
-                await asyncio.to_thread(_connectors, settings), v, s, topics.payments, partitions
+                await asyncio.to_thread(_connectors, settings),
+                v,
+                s,
+                topics.payments,
+                partitions,
+                event_ids_max=limits.api_webhook_event_ids_max,
             )
             app.state.admissions = Admissions(
                 v,
@@ -241,9 +246,10 @@ def _routes(app: FastAPI) -> None:
         psp: Annotated[str, PathParam(pattern=PSP_NAME_PATTERN, description="a PSP of psps.toml")],
         request: Request,
     ) -> JSONResponse:
-        """Verified by its signature and timestamp (else 401), matched to the order's attempt by
-        its token, and handed to the payments workers, who apply it only if it moves the
-        order forward: duplicates, late and out-of-order webhooks change nothing."""
+        """Verified by its signature and timestamp (else 401), de-duplicated by event id (200
+        ``duplicate``), matched to the order's attempt by its token, and handed to the
+        payments workers, who apply it only if it moves the order forward: duplicates, late
+        and out-of-order webhooks change nothing."""
         webhooks: Webhooks = request.app.state.webhooks
         got = await webhooks.receive(psp, request.headers, await request.body())
         return JSONResponse(got.body, got.status)

@@ -180,6 +180,9 @@ class Health(BaseModel):
 class WebhookAnswer(BaseModel):
     """What the API tells a PSP about its webhook."""
 
-    status: str = Field(description="received (in the payments log) or ignored")
+    status: str = Field(
+        description="received (in the payments log), duplicate (an event id already in the "
+        "log) or ignored"
+    )
     event_id: str | None = None
     reason: str | None = None

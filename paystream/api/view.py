@@ -10,7 +10,7 @@ from pathlib import Path
 from base.config import Settings
 from base.topics import TopicNames
 from streams.payments import model as pm
-from streams.payments_agent import decode_state, encode_state
+from streams.payments_state import decode_state, encode_state
 
 from .changelog import ChangelogView
 

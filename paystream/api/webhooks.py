@@ -3,13 +3,16 @@ the payments log as a ``PspResult`` (kind ``notified``) for the payments workers
 
 The API decides nothing: the worker applies a notification only when it moves the order
 forward (a late ``pending`` never overwrites ``succeeded``), so a duplicated, delayed or
-reordered webhook is harmless. The answer to the PSP is 2xx once the record is in the log
-(a PSP retries anything else), 401 for a bad signature or timestamp.
+reordered webhook is harmless. Duplicates are also de-duplicated by event id here, as far as
+this process remembers (``api_webhook_event_ids_max``): one already put in the log is answered
+200 ``duplicate`` without writing it again. The answer to the PSP is 2xx once the record is in
+the log (a PSP retries anything else), 401 for a bad signature or timestamp.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,6 +52,7 @@ class Webhooks:
         topic: str,
         partitions: int,
         codec: Codec | None = None,
+        event_ids_max: int = 100_000,
     ) -> None:
         self.connectors = connectors
         self.view = view
@@ -56,6 +60,9 @@ class Webhooks:
         self.topic = topic
         self.partitions = partitions
         self.codec = codec or Codec.default()
+        self.event_ids_max = event_ids_max
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.duplicates = 0
 
     async def receive(self, psp: str, headers: Mapping[str, str], body: bytes) -> Received:
         connector = self.connectors.get(psp)
@@ -68,6 +75,12 @@ class Webhooks:
             raise ApiError(
                 401, "webhook_rejected", f"{exc.code}: the webhook is not verified"
             ) from None
+        seen = (psp, event.event_id)
+        if seen in self._seen:
+            self._seen.move_to_end(seen)
+            self.duplicates += 1
+            log.info("webhook %s from %s: a duplicate, already in the log", event.event_id, psp)
+            return Received(200, {"status": "duplicate", "event_id": event.event_id})
         payment_id = pm.payment_id_of(event.merchant_reference)
         p = self.view.payment(payment_id)
         attempt = _attempt_of(p, psp, event.token)
@@ -86,6 +99,9 @@ class Webhooks:
         await self.sink.send(
             self.topic, partition_for(payment_id, self.partitions), payment_id, value
         )
+        self._seen[seen] = None
+        while len(self._seen) > self.event_ids_max:
+            self._seen.popitem(last=False)
         log.info(
             "payment=%s webhook %s from %s: %s (attempt %d)",
             payment_id,

@@ -1,4 +1,4 @@
-"""decide(state, message, psps) -> events: the payments' rules, as a pure function.
+"""decide(state, message, psps, health) -> events: the payments' rules, as a pure function.
 
 The state is that of the message's key: a payment, or an idempotency key. ``psps`` is the
 routing table (psps.toml); each attempt records the candidates it was chosen from, so a
@@ -11,15 +11,12 @@ from dataclasses import replace
 
 from streams.ledger.errors import InvariantViolation
 
+from .answers import first_attempt, psp_reported
 from .evolve import evolve_all
 from .model import (
     NO_ELIGIBLE_PSP,
-    PSP_UNAVAILABLE,
     RISK_BLOCKED,
     RISK_DECLINED,
-    Attempt,
-    AttemptChanged,
-    AttemptStarted,
     CreatePayment,
     Event,
     KeyReserved,
@@ -34,10 +31,7 @@ from .model import (
     PaymentCreated,
     PaymentState,
     PaymentType,
-    Phase,
     PspReported,
-    PspRequested,
-    PspStatus,
     ReserveKey,
     ReviewDecided,
     ReviewOpened,
@@ -52,8 +46,7 @@ from .model import (
     order_id_of,
     review_id_of,
 )
-from .routing import PspInfo, route
-from .statuses import AT_PSP
+from .routing import Health, PspInfo, route
 
 # Statuses whose reaching the risk engine counts as a decline of the user's.
 _DECLINES = (Status.failed, Status.rejected)
@@ -62,7 +55,14 @@ _DECLINES = (Status.failed, Status.rejected)
 _VISIBLE = (PaymentCreated, StatusChanged, LedgerUpdated, LedgerRefused, RiskRecorded)
 
 
-def decide(state: State | None, msg: Message, psps: tuple[PspInfo, ...]) -> list[Event]:
+def decide(
+    state: State | None,
+    msg: Message,
+    psps: tuple[PspInfo, ...],
+    health: Health | None = None,
+) -> list[Event]:
+    """``health``: the PSPs' circuit breakers as last read (routing skips open ones)."""
+    health = health or {}
     match msg:
         case ReserveKey():
             return _reserve(_key(state), msg)
@@ -71,10 +71,10 @@ def decide(state: State | None, msg: Message, psps: tuple[PspInfo, ...]) -> list
         case LedgerReplied():
             p = _payment_or_none(state)
             # An answer for a payment this key never held (a stray record): nothing to do.
-            events = [] if p is None else _ledger_replied(p, msg)
+            events = [] if p is None else _ledger_replied(p, msg, psps, health)
         case PspReported():
             p = _payment_or_none(state)
-            events = [] if p is None else _psp_reported(p, msg)
+            events = [] if p is None else psp_reported(p, msg, psps, health)
         case RiskDecided():
             p = _payment_or_none(state)
             events = [] if p is None else _risk_decided(p, msg)
@@ -137,7 +137,7 @@ def _create(
         # Created already: by this key (a redo) or by another (the API answers 409).
         return []
     req = msg.request
-    r = route(psps, req.payment_option.value, req.currency)
+    r = route(psps, req.payment_option.value, req.currency, req.amount)
     p = PaymentState(
         request=req,
         scope=msg.scope,
@@ -211,7 +211,9 @@ def _review_decided(p: PaymentState, msg: ReviewDecided) -> list[Event]:
 # --- the ledger's answers ---
 
 
-def _ledger_replied(p: PaymentState, msg: LedgerReplied) -> list[Event]:
+def _ledger_replied(
+    p: PaymentState, msg: LedgerReplied, psps: tuple[PspInfo, ...], health: Health
+) -> list[Event]:
     prefix = order_id_of(p.payment_id) + "/"
     if not msg.command_id.startswith(prefix):
         return []
@@ -225,12 +227,7 @@ def _ledger_replied(p: PaymentState, msg: LedgerReplied) -> list[Event]:
             return []  # a repeated answer
         if not msg.accepted:
             return [StatusChanged(Status.rejected, msg.reason, ts)]
-        first = Attempt(1, p.candidates[0], p.candidates, p.routing_reason, ts, updated_at=ts)
-        return [
-            AttemptStarted(p.payment_id, first),
-            PspRequested("create_token", first, p.request, ts),
-            StatusChanged(Status.processing, None, ts),
-        ]
+        return [*first_attempt(p, psps, health, ts), StatusChanged(Status.processing, None, ts)]
     if p.ledger_updated:
         return []  # a repeated answer to the last step
     if not msg.accepted:
@@ -243,104 +240,6 @@ def _ledger_replied(p: PaymentState, msg: LedgerReplied) -> list[Event]:
     if step is LedgerStep.cancel and p.status is Status.failed:
         return [LedgerUpdated(ts)]
     return []
-
-
-# --- the PSP's answers ---
-
-
-def _psp_reported(p: PaymentState, msg: PspReported) -> list[Event]:
-    a = p.attempt
-    if a is None or msg.attempt != a.n or msg.psp != a.psp or p.status not in AT_PSP:
-        return []  # an old attempt, another PSP, or the order has moved on: never backwards
-    ts = msg.ts
-    if msg.kind == "token_created":
-        if a.phase is not Phase.token_requested or not msg.token:
-            return []
-        # The token is now in the log (this state); only now may it be executed.
-        executing = _changed(a, ts, phase=Phase.executing, token=msg.token)
-        return [
-            AttemptChanged(p.payment_id, executing),
-            PspRequested("execute", executing, p.request, ts),
-        ]
-    if msg.kind == "token_failed":
-        if a.phase is not Phase.token_requested:
-            return []
-        failed = _changed(a, ts, phase=Phase.token_failed, code=msg.code)
-        # No token, so no money can have moved: the next PSP may take the order.
-        tried = {t.psp for t in p.attempts}
-        left = [c for c in p.candidates if c not in tried]
-        if not left:
-            return [AttemptChanged(p.payment_id, failed), *_fail(p, PSP_UNAVAILABLE, ts)]
-        nxt = Attempt(
-            a.n + 1,
-            left[0],
-            p.candidates,
-            f"fallback: {a.psp} could not create a token ({msg.code or 'error'})",
-            ts,
-            updated_at=ts,
-        )
-        return [
-            AttemptChanged(p.payment_id, failed),
-            AttemptStarted(p.payment_id, nxt),
-            PspRequested("create_token", nxt, p.request, ts),
-        ]
-    if msg.kind not in ("answered", "notified") or msg.status is None:
-        return []
-    if a.phase not in (Phase.executing, Phase.answered):
-        return []  # nothing was executed: an answer cannot be about this attempt
-    answered = _changed(
-        a,
-        ts,
-        phase=Phase.answered,
-        outcome=msg.status,
-        code=msg.code,
-        psp_reference=msg.psp_reference or a.psp_reference,
-    )
-    match msg.status:
-        case PspStatus.succeeded:
-            return [AttemptChanged(p.payment_id, answered), *_succeed(p, a.psp, ts)]
-        case PspStatus.declined:
-            return [
-                AttemptChanged(p.payment_id, answered),
-                *_fail(p, msg.code or PSP_UNAVAILABLE, ts),
-            ]
-        case PspStatus.pending:
-            if p.status is Status.pending:
-                return []
-            return [AttemptChanged(p.payment_id, answered), StatusChanged(Status.pending, None, ts)]
-        case PspStatus.unknown:
-            if p.status is not Status.processing:
-                return []  # pending stays pending: the PSP said it has the payment
-            return [
-                AttemptChanged(p.payment_id, answered),
-                StatusChanged(Status.unknown, msg.code, ts),
-            ]
-    return []
-
-
-def _changed(a: Attempt, ts: int, **fields: object) -> Attempt:
-    return replace(a, updated_at=ts, version=a.version + 1, **fields)  # type: ignore[arg-type]
-
-
-def _succeed(p: PaymentState, psp: str, ts: int) -> list[Event]:
-    step = LedgerStep.settle if p.request.type is PaymentType.pay_in else LedgerStep.post
-    return [
-        LedgerCommandIssued(step, p.request, psp, None, ts),
-        StatusChanged(Status.posting, None, ts),
-    ]
-
-
-def _fail(p: PaymentState, reason: str, ts: int) -> list[Event]:
-    """No money moved at the PSP: drop a pay-in's reservation, give a pay-out's hold back."""
-    if p.request.type is PaymentType.pay_in:
-        return [
-            LedgerCommandIssued(LedgerStep.cancel, p.request, None, reason, ts),
-            StatusChanged(Status.failed, reason, ts),
-        ]
-    return [
-        LedgerCommandIssued(LedgerStep.void, p.request, None, reason, ts),
-        StatusChanged(Status.reversing, reason, ts),
-    ]
 
 
 # --- state types (keys are namespaced, so a mismatch is a routing bug) ---

@@ -19,10 +19,12 @@ from .model import (
     PaymentState,
     PspRequested,
     ReviewOpened,
+    ReviewRequested,
     RiskRecorded,
     RiskRequested,
     Snapshot,
     State,
+    Status,
     StatusChanged,
 )
 from .statuses import check_transition
@@ -37,6 +39,7 @@ def evolve(state: State | None, event: Event) -> State | None:
         case (
             LedgerCommandIssued()
             | PspRequested()
+            | ReviewRequested()
             | RiskRequested()
             | ReviewOpened()
             | OutcomeReported()
@@ -46,10 +49,12 @@ def evolve(state: State | None, event: Event) -> State | None:
     match event:
         case StatusChanged():
             check_transition(p.payment_id, p.status, event.status)
+            # An unknown order's reason is why it is unknown: gone once it is known.
+            kept = None if p.status is Status.unknown else p.reason
             return replace(
                 p,
                 status=event.status,
-                reason=event.reason if event.reason is not None else p.reason,
+                reason=event.reason if event.reason is not None else kept,
                 history=(*p.history, (event.status, event.ts)),
             )
         case RiskRecorded():

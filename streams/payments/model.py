@@ -77,6 +77,19 @@ class PspStatus(StrEnum):
 # Why a payment failed when the PSP gave no code of its own.
 PSP_UNAVAILABLE = "psp_unavailable"
 NO_ELIGIBLE_PSP = "no_eligible_psp"
+# A status answer's code when the PSP has the token and never executed it (no money moved).
+NOT_EXECUTED = "not_executed"
+
+
+class PspRequestKind(StrEnum):
+    """Work for the executor (docs/psp-executor.md)."""
+
+    create_token = "create_token"  # phase one: no money moves
+    execute = "execute"  # phase two, with the recorded token
+    status = "status"  # the poller: what the PSP says of the token now
+    resolve = "resolve"  # the janitor: the status, and execute the token if it never was
+
+
 # Why the risk engine stopped a payment (docs/risk.md).
 RISK_BLOCKED = "risk_blocked"
 RISK_DECLINED = "risk_declined"
@@ -86,6 +99,17 @@ REVIEW_KIND = "risk"  # the review queue's kind of the risk engine's items
 def review_id_of(payment_id: str) -> str:
     """The review item of a payment held for review."""
     return f"{REVIEW_KIND}:{payment_id}"
+
+
+# An order the poller or the janitor could not resolve goes to the same review queue, as a
+# reconciliation item of this category (docs/psp-resilience.md); it stays pending or unknown.
+PSP_REVIEW_KIND = "recon"
+PSP_REVIEW_CATEGORY = "psp_unresolved"
+
+
+def psp_review_id_of(payment_id: str, attempt: int, checks: int) -> str:
+    """The review item of an order handed over after ``checks`` polls or janitor checks."""
+    return f"{PSP_REVIEW_KIND}:psp/{order_id_of(payment_id)}/{attempt}/{checks}"
 
 
 # --- Messages ---
@@ -175,6 +199,8 @@ class PspReported:
     retryable: bool
     source: str
     ts: int
+    # The poll or janitor check answered (0: the order's own create_token or execute).
+    check: int = 0
 
     @property
     def key(self) -> str:
@@ -244,6 +270,11 @@ class Attempt:
     psp_reference: str | None = None
     updated_at: int = 0
     version: int = 1
+    # Polls and janitor checks asked so far (their numbers: 1, 2, ...), and how many were asked
+    # before the current chain began (a chain restarts when pending and unknown alternate).
+    checks: int = 0
+    chain_from: int = 0
+    review: bool = False  # handed to the review queue (a recon item, psp_unresolved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,11 +414,28 @@ class AttemptChanged:
 
 @dataclass(frozen=True, slots=True)
 class PspRequested:
-    """Work for the executor: ``create_token``, ``execute`` (with the token) or ``status``."""
+    """Work for the executor: ``create_token``, ``execute`` (with the token), ``status`` (a
+    poll) or ``resolve`` (a janitor check). ``check`` numbers a poll or a check; ``delay_us``
+    is how long after ``ts`` the executor may start it (never earlier); ``fallback``: another
+    PSP would take the order if this one cannot create a token."""
 
-    kind: str
+    kind: PspRequestKind
     attempt: Attempt
     payment: PaymentRequest
+    ts: int
+    check: int = 0
+    delay_us: int = 0
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRequested:
+    """The poller or the janitor gave up on an order: a person looks at it (an item of kind
+    ``recon``, category ``psp_unresolved``, on the review queue, paystream.reviews.v1)."""
+
+    payment: PaymentState
+    attempt: Attempt
+    reason: str
     ts: int
 
 
@@ -444,6 +492,7 @@ Event = (
     | AttemptStarted
     | AttemptChanged
     | PspRequested
+    | ReviewRequested
     | RiskRequested
     | RiskRecorded
     | ReviewOpened

@@ -80,6 +80,8 @@ def attempt_view(a: Attempt) -> dict[str, Any]:
         "routing_reason": a.routing_reason,
         "started_at": iso(a.started_at),
         "updated_at": iso(a.updated_at or a.started_at),
+        "checks": a.checks,
+        "review": a.review,
     }
 
 

@@ -1,6 +1,11 @@
-"""Payments under fire: kill -9 of the API, a payments worker, the PSP executor, the PSP
+"""Payments under fire: kill -9 of the API, a payments worker, the two PSP executors, the PSP
 simulator and a ledger worker at random moments while every test instrument is paid in and
 out (paystream.payments_scenario), each process started again 0.2-2 s later.
+
+Issue 13 changed one expectation: a card payment may end on ``backupcard`` instead of
+``cardco`` when the simulator was down as its token was asked for (a refused connection
+proves no money moved, so the order falls back); any eligible PSP is right then, and its
+settlement row must be that PSP's.
 
 It must end with every payment terminal in the status its instrument dictates, each
 succeeded order charged once and settled in exactly one row (none for the others), the
@@ -35,12 +40,12 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 SEED = int(os.environ.get("PAYSTREAM_CHAOS_SEED", "20261129"))
 ROUNDS = int(os.environ.get("PAYSTREAM_CHAOS_ROUNDS", "3"))
-VICTIMS = ("api", "payments-1", "executor-1", "psp-sim", "ledger-1")
+VICTIMS = ("api", "payments-1", "executor-1", "executor-2", "psp-sim", "ledger-1")
 
 
 @pytest.fixture
 def stack(settings: Settings) -> Iterator[Stack]:
-    st = payments_stack(settings.with_(api_token="chaos-token"))
+    st = payments_stack(settings.with_(api_token="chaos-token"), executors=2)
     st.up()
     try:
         yield st
@@ -92,6 +97,8 @@ def _in_flight_at(t: float, histories: list[list[dict[str, str]]]) -> int:
     return n
 
 
+# Rounds of up to a few minutes: the janitor waits 10 s, retries back off.
+@pytest.mark.timeout(1800)
 def test_kills_during_payments_lose_nothing_and_charge_nothing_twice(stack: Stack) -> None:
     killer = Killer(stack, random.Random(SEED))
 
@@ -106,7 +113,11 @@ def test_kills_during_payments_lose_nothing_and_charge_nothing_twice(stack: Stac
     try:
         for r in range(ROUNDS):
             killer.firing.set()
-            report = run_payments_scenario(stack, f"chaos{SEED}-{r}", cease_fire, timeout_s=300)
+            # Issue 13: a killed simulator refuses connections, which proves no money moved,
+            # so a card payment may move to backupcard (the other card PSP): either is right.
+            report = run_payments_scenario(
+                stack, f"chaos{SEED}-{r}", cease_fire, timeout_s=300, allow_fallback=True
+            )
             assert report.ok, "\n".join(report.problems) + "\n" + stack.logs(60)
             reports.append(report)
     finally:

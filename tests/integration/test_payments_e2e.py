@@ -34,19 +34,23 @@ def test_every_instrument_ends_as_its_psp_says_and_the_books_agree(stack: Stack)
     assert report.ok, "\n".join(report.problems) + "\n" + stack.logs()
     assert len(report.outcomes) >= 15
     # Evidence that the hard cases happened as the instruments promise: two 500s then a
-    # success; an answer lost after the charge, and one held past the timeout, each ended by
-    # a retry with the same token that the PSP answered "already executed" (one charge).
+    # success, each retry through a delay topic; an answer lost after the charge, and one held
+    # past the timeout: unknown at once, then resolved by the janitor, which asked the same PSP
+    # for the token's status (issue 13: before it, the executor executed again at once).
     lines = stack.log_tail("executor-1", 100_000).splitlines()
 
-    def calls(name: str) -> list[str]:
-        return [x for x in lines if f"payment=e2e-{name} " in x and "call=execute" in x]
+    def calls(name: str, call: str = "call=execute") -> list[str]:
+        return [x for x in lines if f"payment=e2e-{name} " in x and call in x]
 
     assert [("500" in x, "succeeded" in x) for x in calls("flaky")] == [
         (True, False), (True, False), (False, True)
     ]  # fmt: skip
+    assert len(calls("flaky", "through psp_retry_5s")) == 2
     for name, failure in (("lost-answer", "connection_dropped"), ("hangs", "timeout")):
-        first, *_, last = calls(name)
-        assert failure in first and "already executed" in last, calls(name)
+        (execute,) = calls(name)
+        assert failure in execute, calls(name)
+        janitor = calls(name, "check=1 call=get_status")
+        assert janitor and "succeeded" in janitor[-1], calls(name, "call=")
         assert report.charges[f"e2e-{name}/1"] == 1
     audit = subprocess.run(
         [sys.executable, "-m", "paystream.cli", "audit", "--json"],

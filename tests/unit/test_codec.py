@@ -52,7 +52,14 @@ EXPECTED_NAMES = {
         "PostPayout",
         "VoidPayout",
     },
-    "paystream.payments": {"RequestPayment", "PspResult", "PspRequest"},
+    "paystream.payments": {
+        "RequestPayment",
+        "PspResult",
+        "PspRequest",
+        "PspDeadLetter",
+        "PspBreakerChanged",
+        "PspStats",
+    },
     "paystream.risk": {
         "RiskRequest",
         "RiskAccountFact",
@@ -120,6 +127,11 @@ def _sample_value(schema_type: Any, field: str, variant: int) -> Any:
             return [
                 _sample_value(schema_type["items"], field, variant + i) for i in range(variant % 3)
             ]
+        if schema_type["type"] == "record":  # a nested record (PspRequest's history)
+            return {
+                f["name"]: _sample_value(f["type"], f["name"], variant)
+                for f in schema_type["fields"]
+            }
         return _sample_value(schema_type["type"], field, variant)
     if schema_type == "string":
         # Non-ASCII and JSON-ish characters: the body is length-prefixed UTF-8.

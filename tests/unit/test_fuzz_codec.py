@@ -50,8 +50,12 @@ def _value(ftype: Any, draw: st.DrawFn) -> Any:
 
 
 def _leaf(ftype: Any) -> st.SearchStrategy[Any]:
+    if isinstance(ftype, dict) and ftype["type"] == "record":  # PspRequest's history items
+        return st.fixed_dictionaries({f["name"]: _leaf_of(f["type"]) for f in ftype["fields"]})
     if isinstance(ftype, dict):
         ftype = ftype["type"]
+    if ftype == "boolean":
+        return st.booleans()
     if ftype == "long":
         return st.integers(-(1 << 63), (1 << 63) - 1)
     if ftype == "int":
@@ -62,6 +66,12 @@ def _leaf(ftype: Any) -> st.SearchStrategy[Any]:
         return st.binary(max_size=40)
     # Avro strings are UTF-8: no lone surrogates.
     return hostile_strings().map(lambda s: s.encode("utf-8", "replace").decode())
+
+
+def _leaf_of(ftype: Any) -> st.SearchStrategy[Any]:
+    if isinstance(ftype, list):
+        return st.one_of(*(st.none() if t == "null" else _leaf(t) for t in ftype))
+    return _leaf(ftype)
 
 
 @st.composite

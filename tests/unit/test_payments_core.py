@@ -18,7 +18,8 @@ from streams.payments import model as pm
 from streams.payments.routing import PspInfo
 from streams.payments.statuses import TERMINAL, TRANSITIONS
 from streams.payments.views import admission_view, payment_view
-from streams.payments_agent import PaymentsAgent, decode_state, encode_state, request_record
+from streams.payments_agent import PaymentsAgent, request_record
+from streams.payments_state import decode_state, encode_state
 
 PSPS = (
     PspInfo(
@@ -123,8 +124,9 @@ class World:
                 kw.pop("code", None),
                 kw.pop("psp_reference", None),
                 kw.pop("retryable", False),
-                "executor",
+                kw.pop("source", "executor"),
                 self.tick(),
+                kw.pop("check", 0),
             )
         )
 
@@ -274,7 +276,16 @@ def test_after_execute_no_answer_moves_the_order_to_another_psp() -> None:
     # A token failure report for the executing attempt (a confused executor) changes nothing.
     assert w.psp("p1", 1, "cardco", "token_failed", code="x") == []
     outs = w.psp("p1", 1, "cardco", "answered", status="unknown", code="timeout")
-    assert _only(outs, "psp_requests") == []
+    # Issue 13: the only request is the janitor's first check, at the same PSP with the same
+    # token, 10 s later; never a token at another PSP.
+    (check,) = (o.record for o in _only(outs, "psp_requests"))
+    assert (check["kind"], check["psp"], check["token"], check["check"]) == (
+        "resolve",
+        "cardco",
+        "t",
+        1,
+    )
+    assert check["not_before"] == w.ts + 10_000_000
     assert w.payment().status is pm.Status.unknown
     # The janitor's later answer settles it on the same PSP.
     w.psp("p1", 1, "cardco", "answered", status="succeeded")

@@ -114,12 +114,27 @@ def test_load_reads_home_and_resolves_relative_paths(tmp_path: Path) -> None:
         (('connector = "simulator"', 'connector = ""'), "connector: must be a non-empty string"),
         (("timeout_ms = 5000", "timeout_ms = 5000\ntimeout = 5"), "timeout: unknown field"),
         (('"secrets/cardco"', "1"), "webhook_secret_file: must be a non-empty string"),
+        (
+            ("timeout_ms = 5000", "timeout_ms = 5000\namount_max = 10"),
+            "amount_max: must be a decimal string",
+        ),
+        (
+            ("timeout_ms = 5000", 'timeout_ms = 5000\namount_min = "-1"'),
+            "amount_min: must be a decimal of 0 or more",
+        ),
+        (("timeout_ms = 5000", 'timeout_ms = 5000\namount_min = "x"'), "amount_min: not a decimal"),
     ],
 )
 def test_bad_fields_name_the_psp_and_the_field(change: tuple[str, str], message: str) -> None:
     old, new = change
     assert old in GOOD
     assert message in error(GOOD.replace(old, new, 1))
+
+
+def test_amount_rules_reach_routing() -> None:
+    (psp,) = parse(GOOD.replace("timeout_ms = 5000", 'timeout_ms = 5000\namount_max = "500.00"'))
+    assert psp.amount_max == Decimal("500.00") and psp.amount_min is None
+    assert psp.info().amount_max == Decimal("500.00")
 
 
 def test_bad_files() -> None:

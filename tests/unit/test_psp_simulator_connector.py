@@ -17,16 +17,19 @@ import pytest
 from standardwebhooks import Webhook
 
 from connectors.psp.base import PspAnswer, TokenOrder
+from connectors.psp.board import BreakerBoard
 from connectors.psp.config import PspConfig, embedded_psps_toml, parse_psps
 from connectors.psp.errors import PspCallError, WebhookRejected
 from connectors.psp.handler import RequestHandler
 from connectors.psp.limits import ExecutorLimits
-from connectors.psp.records import PspRequest
+from connectors.psp.records import PspRequest, parse_request
 from connectors.psp.simulator import SimulatorConnector
 from ops.ports import free_port_base
+from schemas.codec import Codec
 from tests.pspsim_harness import Simulator, WebhookReceiver, wait_until
 
 T = TypeVar("T")
+CODEC = Codec.default()
 _refs = itertools.count(1)
 HANG_S = 3
 
@@ -387,7 +390,7 @@ def test_webhook_refusals(psps: dict[str, PspConfig]) -> None:
     assert info.value.code == "no_secret"
 
 
-# --- the handler: retries, bounds, polling, on the real simulator ----------------------------
+# --- the handler: one call per request, retries through the (emulated) delay topics ---------
 
 
 def request(kind: str, psp: str, instrument: str, option: str = "card", **kw: Any) -> PspRequest:
@@ -408,46 +411,84 @@ def request(kind: str, psp: str, instrument: str, option: str = "card", **kw: An
         "ts": 0,
     }
     fields.update(kw)
-    return PspRequest(**fields)
+    return PspRequest(**{**fields, "record": fields})
+
+
+class FakeOutbox:
+    """Records what the handler writes; a retry is parsed back like the executor reads it
+    from the delay topic (its ``not_before`` kept, to be checked, not waited for)."""
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.retries: list[tuple[str, dict[str, Any]]] = []
+        self.dead_letters: list[dict[str, Any]] = []
+
+    async def result(self, record: dict[str, Any]) -> None:
+        CODEC.encode("PspResult", record)
+        self.results.append(record)
+
+    async def retry(self, record: dict[str, Any], key: str, topic: str) -> None:
+        CODEC.encode("PspRequest", record)
+        self.retries.append((topic, record))
+
+    async def dead(self, record: dict[str, Any]) -> None:
+        CODEC.encode("PspDeadLetter", record)
+        self.dead_letters.append(record)
+
+    def encode_request(self, record: dict[str, Any]) -> bytes:
+        return CODEC.encode("PspRequest", record)
 
 
 def handle_all(
-    psps: dict[str, PspConfig], requests: list[PspRequest], **limits: Any
+    psps: dict[str, PspConfig],
+    requests: list[PspRequest],
+    outbox: FakeOutbox | None = None,
+    **limits: Any,
 ) -> list[dict[str, Any]]:
-    """Run requests one after the other (each may use the previous result's token)."""
-    results: list[dict[str, Any]] = []
-
-    async def emit(record: dict[str, Any]) -> None:
-        results.append(record)
+    """Run requests one after the other (each may use the previous result's token); a retried
+    request is run again at once (the delay topic's wait is the executor's, not tested here)."""
+    box = outbox or FakeOutbox()
 
     async def main() -> None:
         lim = ExecutorLimits(**limits)
         connectors = {name: SimulatorConnector(p, lim) for name, p in psps.items()}
-        handler = RequestHandler(connectors, emit, lim)
+        board = BreakerBoard(connectors, lim, "psp-executor-t", lambda t: None)
+        handler = RequestHandler(connectors, box, board, lim, executor="psp-executor-t")
         try:
             for r in requests:
                 if r.kind != "create_token" and r.token is None:
-                    r = PspRequest(**{**_req_fields(r), "token": results[-1]["token"]})
+                    token = box.results[-1]["token"]
+                    r = PspRequest(**{**_req_fields(r), "token": token, "record": {**r.record, "token": token}})  # fmt: skip
                 await handler.handle(r)
+                while box.retries and len(box.retries) < 20:
+                    _, record = box.retries[-1]
+                    again = parse_request("PspRequest", record, connectors)
+                    before = len(box.retries)
+                    await handler.handle(again)
+                    if len(box.retries) == before:
+                        break
         finally:
             for c in connectors.values():
                 await c.aclose()
 
     asyncio.run(main())
-    return results
+    return box.results
 
 
 def _req_fields(r: PspRequest) -> dict[str, Any]:
     return {f: getattr(r, f) for f in r.__dataclass_fields__}
 
 
-def test_handler_retries_execute_on_the_same_token(psps: dict[str, PspConfig]) -> None:
+def test_handler_retries_execute_through_the_delay_topics_on_the_same_token(
+    psps: dict[str, PspConfig],
+) -> None:
     o = ref()
+    box = FakeOutbox()
     results = handle_all(
         psps,
         [request("create_token", "cardco", "card_4000000000000119", order=o),
          request("execute", "cardco", "card_4000000000000119", order=o)],
-        retry_backoff_initial_s=0.05,
+        box,
     )  # fmt: skip
     created, answered = results
     assert created["kind"] == "token_created" and created["http_status"] == 201
@@ -458,43 +499,91 @@ def test_handler_retries_execute_on_the_same_token(psps: dict[str, PspConfig]) -
     )
     assert answered["token"] == created["token"] and answered["psp_reference"]
     assert "after 3 attempts" in answered["detail"]
+    # Two retries, each through a delay topic, with backoff and the failure in the history.
+    (t1, r1), (t2, r2) = box.retries
+    assert (r1["tries"], r2["tries"]) == (1, 2) and t1 == t2 == "psp_retry_5s"
+    assert r1["token"] == r2["token"] == created["token"]
+    assert [h["code"] for h in r2["history"]] == ["internal_error", "internal_error"]
+    assert r2["not_before"] - r2["history"][-1]["at"] >= 0.8 * 2_000_000  # 2 s, jittered
+    assert r1["first_tried_at"] == r2["first_tried_at"]
 
 
-def test_handler_reports_unknown_when_the_bounds_are_reached(
+def test_an_outage_is_retried_after_retry_after_then_dead_lettered_and_unknown(
     sim: Simulator, psps: dict[str, PspConfig]
 ) -> None:
     o = ref()
     token = handle_all(psps, [request("create_token", "backupcard", "card_4242424242424242", order=o)])[0]["token"]  # fmt: skip
     admin = f"{sim.url('backupcard')}/v1/admin/outage"
     httpx.post(admin, json={"seconds": 30}).raise_for_status()
+    box = FakeOutbox()
     try:
-        started = time.monotonic()
         (unknown,) = handle_all(
             psps,
             [request("execute", "backupcard", "card_4242424242424242", order=o, token=token)],
-            execute_retry_total_s=1.5,
-            retry_after_max_s=0.3,
+            box,
+            retry_attempts_max=3,
         )
-        spent_s = time.monotonic() - started
     finally:
         httpx.post(admin, json={"seconds": 0}).raise_for_status()
-    assert spent_s < 10  # bounded: the outage lasts 30 s
+    # Retry-After (about 30 s) is honoured: longer than the backoff.
+    (_, first), (_, _second) = box.retries
+    assert first["not_before"] - first["history"][0]["at"] >= 25_000_000
+    (dead,) = box.dead_letters
+    assert (dead["kind"], dead["tries"], dead["token"]) == ("execute", 3, token)
+    assert [h["code"] for h in dead["history"]] == ["psp_unavailable"] * 3
+    assert "retries exhausted" in dead["reason"]
     assert (unknown["kind"], unknown["status"], unknown["retryable"], unknown["code"]) == (
         "answered",
         "unknown",
         True,
         "psp_unavailable",
     )
-    assert unknown["http_status"] == 503 and "no definitive answer" in unknown["detail"]
-    # The token was never executed: a status call says so, as "unknown", not_executed.
+    assert unknown["http_status"] == 503 and "retries exhausted" in unknown["detail"]
+    # The token was never executed: a poll says so ("unknown", not_executed); the janitor's
+    # resolve executes it (the same token) and answers definitively.
     (status,) = handle_all(
-        psps, [request("status", "backupcard", "card_4242424242424242", order=o, token=token)]
-    )
-    assert (status["status"], status["code"], status["source"]) == (
+        psps, [request("status", "backupcard", "card_4242424242424242", order=o, token=token, check=1)]
+    )  # fmt: skip
+    assert (status["status"], status["code"], status["source"], status["check"]) == (
         "unknown",
         "not_executed",
         "poll",
+        1,
     )
+    (resolved,) = handle_all(
+        psps, [request("resolve", "backupcard", "card_4242424242424242", order=o, token=token, check=2)]
+    )  # fmt: skip
+    assert (resolved["status"], resolved["source"], resolved["check"]) == (
+        "succeeded",
+        "janitor",
+        2,
+    )
+    assert "never executed" in resolved["detail"]
+
+
+def test_an_ambiguous_execute_is_unknown_at_once_and_the_janitor_finds_the_charge(
+    psps: dict[str, PspConfig],
+) -> None:
+    o = ref()
+    box = FakeOutbox()
+    created, unknown = handle_all(
+        psps,
+        [request("create_token", "cardco", "card_4000000000000259", order=o),
+         request("execute", "cardco", "card_4000000000000259", order=o)],
+        box,
+    )  # fmt: skip
+    assert not box.retries and not box.dead_letters  # never executed again at once
+    assert (unknown["status"], unknown["code"], unknown["retryable"]) == (
+        "unknown",
+        "connection_dropped",
+        True,
+    )
+    (resolved,) = handle_all(
+        psps,
+        [request("resolve", "cardco", "card_4000000000000259", order=o, token=created["token"], check=1)],
+    )  # fmt: skip
+    assert (resolved["status"], resolved["source"]) == ("succeeded", "janitor")
+    assert resolved["psp_reference"]
 
 
 def test_handler_token_failures_and_final_execute_errors(psps: dict[str, PspConfig]) -> None:
@@ -516,18 +605,61 @@ def test_handler_token_failures_and_final_execute_errors(psps: dict[str, PspConf
     )
 
 
-def test_handler_polls_a_pending_payment(psps: dict[str, PspConfig]) -> None:
+def test_a_token_failure_falls_back_at_once_unless_this_psp_is_the_last(
+    sim: Simulator, psps: dict[str, PspConfig]
+) -> None:
+    admin = f"{sim.url('walletco')}/v1/admin/outage"
+    httpx.post(admin, json={"seconds": 30}).raise_for_status()
+    try:
+        box = FakeOutbox()
+        (now,) = handle_all(
+            psps,
+            [request("create_token", "walletco", "paypal_ok@example.com", "paypal", fallback=True)],
+            box,
+        )
+        assert (now["kind"], now["code"], now["retryable"]) == (
+            "token_failed",
+            "psp_unavailable",
+            True,
+        )
+        assert not box.retries
+        last = FakeOutbox()
+        (late,) = handle_all(
+            psps,
+            [request("create_token", "walletco", "paypal_ok@example.com", "paypal")],
+            last,
+            retry_attempts_max=2,
+        )
+        assert len(last.retries) == 1 and len(last.dead_letters) == 1
+        assert late["kind"] == "token_failed" and "retries exhausted" in late["detail"]
+    finally:
+        httpx.post(admin, json={"seconds": 0}).raise_for_status()
+
+
+def test_a_pending_payment_is_answered_pending_and_polled_by_status(
+    psps: dict[str, PspConfig],
+) -> None:
     o = ref()
     results = handle_all(
         psps,
         [request("create_token", "bankco", "bank_DE89370400440532013000", "bank_account", order=o),
          request("execute", "bankco", "bank_DE89370400440532013000", "bank_account", order=o)],
     )  # fmt: skip
-    _, pending, done = results
+    _, pending = results
     assert (pending["status"], pending["source"], pending["http_status"]) == (
         "pending",
         "executor",
         202,
     )
-    assert (done["status"], done["source"], done["http_status"]) == ("succeeded", "poll", 200)
-    assert done["psp_reference"] == pending["psp_reference"]
+    deadline = time.monotonic() + 15
+    while True:
+        (poll,) = handle_all(
+            psps,
+            [request("status", "bankco", "bank_DE89370400440532013000", "bank_account",
+                     order=o, token=pending["token"], check=1)],
+        )  # fmt: skip
+        if poll["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (poll["status"], poll["source"], poll["http_status"]) == ("succeeded", "poll", 200)
+    assert poll["psp_reference"] == pending["psp_reference"]

@@ -53,7 +53,7 @@ def test_an_unknown_order_the_psp_settled_is_posted_once() -> None:
 
 def test_the_internal_checks_light_reading_of_a_state_equals_the_whole_decoding() -> None:
     from paystream.recon_internal import _live, live_order
-    from streams.payments_agent import decode_state, encode_state
+    from streams.payments_state import decode_state, encode_state
 
     w = World()
     _unknown_order(w)
