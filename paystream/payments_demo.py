@@ -58,6 +58,10 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
     problems = list(report.problems) + outage["problems"]
     if not janitor_ok:
         problems.append("no unknown order was recovered by the janitor")
+    # The warehouse must hold every order's last status before its files are reconciled:
+    # the outage's payments ended just now, and recon matches against the warehouse.
+    if not queries.wait(settings, timeout_s=TIMEOUT_S):
+        problems.append("the warehouse did not catch up before the reconciliation")
     files = _settlement_files(settings)
     schedules = schedules_demo.run(settings, seed)
     try:
