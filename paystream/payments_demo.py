@@ -70,7 +70,9 @@ def run(settings: Settings, seed: int) -> dict[str, Any]:
         recon = []
         problems.append(f"reconciliation failed: {exc}")
     problems += [
-        f"reconciliation of {r['file']}: {r['review']} for review" for r in recon if r["review"]
+        f"reconciliation of {r['file']}: {r['review']} for review: {'; '.join(r['for_review'])}"
+        for r in recon
+        if r["review"]
     ]
     return {
         "available": True,

@@ -67,6 +67,13 @@ def run(settings: Settings, prefix: str, files: list[str]) -> list[dict[str, Any
                 "matched": report.matched,
                 "fees_booked": sum(m.action.value == "book_fee" for m in report.mismatches),
                 "review": sum(m.resolution.value == "review" for m in report.mismatches),
+                # What a reviewer would see, so a run that is not all matched says why.
+                "for_review": [
+                    f"{m.category.value} {m.payment_order_id or '-'} ({m.psp_reference or '-'}):"
+                    f" expected {m.expected}, found {m.found}"
+                    for m in report.mismatches
+                    if m.resolution.value == "review"
+                ],
             }
         )
     return out

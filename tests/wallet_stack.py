@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from base.config import Settings
+from paystream.api.errors import ApiError
 from paystream.stack import Layout, Stack
 from tests.stack import stack_for
 
@@ -35,12 +36,21 @@ def wallet_stack(settings: Settings, payments: bool = True) -> Stack:
 
 
 def eventually(check: Any, timeout_s: float = 60.0, what: str = "") -> Any:
-    """``check()``'s first truthy answer, polling; AssertionError with the last one at the end."""
+    """``check()``'s first truthy answer, polling; AssertionError with the last one at the end.
+
+    A 503 counts as "not yet": it is the API's documented answer while the read side or the
+    users workers are still catching up after a start."""
     deadline = time.monotonic() + timeout_s
-    last = None
+    last: Any = None
     while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+        try:
+            last = check()
+        except ApiError as err:
+            if err.status != 503:
+                raise
+            last = err
+        else:
+            if last:
+                return last
         time.sleep(0.2)
     raise AssertionError(f"not in {timeout_s} s: {what} (last: {last!r})")
