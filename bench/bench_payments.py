@@ -67,9 +67,16 @@ def _stack(cluster: Any, psp_latency_ms: int, ledger: bool) -> Stack:
     return st
 
 
-def _body(pid: str, account: str) -> dict[str, str]:
+# Pay-ins end to end are spread over this many accounts, each its own user: the ledger holds
+# at most 64 pay-ins in flight per account (streams.ledger.model), and the risk engine's
+# built-in rules send a user's 200th payment in an hour to review (streams/risk/defaults.py).
+# Either would make the benchmark measure a rule, not the path.
+ACCOUNTS = 200
+
+
+def _body(pid: str, account: str, user: str = "bench-user") -> dict[str, str]:
     return {
-        "payment_id": pid, "user_id": "bench-user", "type": "pay_in",
+        "payment_id": pid, "user_id": user, "type": "pay_in",
         "from_acct": "card_4242424242424242", "to_acct": account, "amount": "1.00",
         "currency": "USD", "payment_option": "card",
     }  # fmt: skip
@@ -159,7 +166,8 @@ def e2e(cluster: Any, rate: int, seconds: float, psp_latency_ms: int) -> dict[st
     s = st.resolved
     try:
         with CommandProducer(s, client_id="bench") as p:
-            p.send(parse_command({"type": "open_account", "command_id": "o", "account": "bench-acct", "user": "bench-user", "currency": "USD"}))  # fmt: skip
+            for a in range(ACCOUNTS):
+                p.send(parse_command({"type": "open_account", "command_id": f"o{a}", "account": f"bench-{a}", "user": f"bench-user-{a}", "currency": "USD"}))  # fmt: skip
             p.flush(30)
         time.sleep(2)
         watcher = _Succeeded(st)
@@ -177,7 +185,9 @@ def e2e(cluster: Any, rate: int, seconds: float, psp_latency_ms: int) -> dict[st
                         await asyncio.sleep(delay)
                     pid = f"e2e-{i}"
                     sent[pid] = time.perf_counter()
-                    tasks.append(asyncio.create_task(_post(http, _body(pid, "bench-acct"))))
+                    a = i % ACCOUNTS
+                    body = _body(pid, f"bench-{a}", f"bench-user-{a}")
+                    tasks.append(asyncio.create_task(_post(http, body)))
                 await asyncio.gather(*tasks)
 
         started = time.perf_counter()

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 import httpx
-from bench_payments import _body, _client, _pct, _post
+from bench_payments import ACCOUNTS, _body, _client, _pct, _post
 from common import emit, namespace, private_broker
 
 from base.kafka import reader
@@ -35,9 +35,6 @@ from producers.producer import CommandProducer
 from schemas.codec import Codec
 
 US = 1_000_000
-# The ledger holds at most 64 pay-ins in flight per account (streams.ledger.model): spread
-# the load over enough accounts that the benchmark measures the PSPs, not that rule.
-ACCOUNTS = 200
 
 
 def _stack(cluster: Any, psp_latency_ms: int) -> Stack:
@@ -147,7 +144,7 @@ def run(cluster: Any, rate: int, cycles: int, healthy_s: float, out_s: float, re
                         phase = want
                     pid = f"res-{i}"
                     sent[pid] = (time.perf_counter(), phase)
-                    body = _body(pid, f"bench-{i % ACCOUNTS}")
+                    body = _body(pid, f"bench-{i % ACCOUNTS}", f"bench-user-{i % ACCOUNTS}")
                     tasks.append(asyncio.create_task(_post(http, body)))
                 await asyncio.gather(*tasks, return_exceptions=True)
 
