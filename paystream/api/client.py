@@ -43,7 +43,9 @@ class Payment:
     idempotency_key: str
 
 
-class PaymentsClient:
+class ServiceClient:
+    """The API of one paystream home with a bearer token: the clients' shared plumbing."""
+
     def __init__(
         self,
         base_url: str,
@@ -59,7 +61,7 @@ class PaymentsClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, timeout_s: float = TIMEOUT_S) -> PaymentsClient:
+    def from_settings(cls, settings: Settings, timeout_s: float = TIMEOUT_S) -> Self:
         """The API of this home (127.0.0.1:``api_port``) with its service token."""
         return cls(f"http://127.0.0.1:{settings.api_port}", api_token(settings), timeout_s)
 
@@ -77,6 +79,8 @@ class PaymentsClient:
     def close(self) -> None:
         self._http.close()
 
+
+class PaymentsClient(ServiceClient):
     def pay(
         self,
         *,

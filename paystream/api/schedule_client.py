@@ -10,53 +10,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from base.config import Settings, api_token
-
-from .client import RETRIES_MAX, RETRY_PAUSE_S, TIMEOUT_S, _error
+from .client import RETRIES_MAX, RETRY_PAUSE_S, ServiceClient, _error
 
 SCHEDULES_PATH = "/payments/scheduled-payment/v1"
 _SAFE_RETRY = {"not_delivered", "overloaded", "unavailable"}
 
 
-class SchedulesClient:
-    def __init__(
-        self,
-        base_url: str,
-        token: str,
-        timeout_s: float = TIMEOUT_S,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout_s,
-            transport=transport,
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, timeout_s: float = TIMEOUT_S) -> SchedulesClient:
-        return cls(f"http://127.0.0.1:{settings.api_port}", api_token(settings), timeout_s)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
-
+class SchedulesClient(ServiceClient):
     def _call(
         self, method: str, path: str, *, retry_any_503: bool = False, **kw: Any
     ) -> httpx.Response:
