@@ -231,8 +231,12 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     ex = s.get("example")
     if ex:
+        rules = ", ".join(ex["rules"]) or "the score threshold"
+        # markup=False: rich would take "[rule_name]" for a style tag and print nothing.
         console.print(
-            f"  e.g. {ex['payment_id']} ({ex['pattern']}): {ex['action']} by [{', '.join(ex['rules'])}], score {ex['score']}"
+            f"  e.g. {ex['payment_id']} ({ex['pattern']}): {ex['action']} by {rules},"
+            f" score {ex['score']}",
+            markup=False,
         )
     m = s["model"]
     if m.get("trained"):
