@@ -25,10 +25,12 @@ import httpx
 import pytest
 
 from base.config import Settings, api_token
-from base.kafka import scan
+from base.kafka import partition_count, reader, scan, watermarks
 from base.topics import TopicNames
+from connectors.psp.executor import EXECUTOR_GROUP
 from paystream.api.client import PaymentsClient
 from paystream.payments_scenario import _charges, _settlement_rows
+from paystream.queries import caught_up
 from paystream.stack import Stack
 from producers.commands import parse_command
 from producers.producer import CommandProducer
@@ -139,6 +141,20 @@ class World:
                 out.append(record)
         return out
 
+    def wait_executes_committed(self, timeout_s: float) -> None:
+        """Until the executors' group has committed every request in the requests topic now."""
+        topic = TopicNames(self.s.topic_prefix).psp_requests
+        group = self.s.topic_prefix + EXECUTOR_GROUP
+        probe = reader(self.s)
+        try:
+            targets = {(topic, p): watermarks(probe, topic, p)[1] for p in range(partition_count(probe, topic))}  # fmt: skip
+        finally:
+            probe.close()
+        deadline = time.monotonic() + timeout_s
+        while not caught_up(self.s, group, [topic], targets):
+            assert time.monotonic() < deadline, f"executors never committed {targets}"
+            time.sleep(0.2)
+
     def psp_status(self) -> dict[str, dict[str, Any]]:
         r = cli(self.s, "psp", "status", "--json")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -172,12 +188,14 @@ def test_retries_through_delay_topics_and_the_janitor_under_kills(stack: Stack) 
         time.sleep(1.0)
         stack.start("executor-1", wait=False)
         # The lost and the held answers become unknown; kill -9 the payments worker and the
-        # other executor while the janitor's first checks wait in a delay topic. (Killed
-        # earlier, the executor holding 0341's call would redo that execute with the same
-        # token on restart, and the PSP's original answer would settle it without the janitor:
-        # right, but not what this test is about.)
+        # other executor while the janitor's first checks wait in a delay topic. Only once the
+        # executors' group has committed past those executes: killed earlier, an executor
+        # would redo an execute with the same token on restart, and the PSP's original answer
+        # would settle it without the janitor (right, but not what this test is about; CI once
+        # killed within the 500 ms commit interval and saw exactly that).
         for pid in (lost, hangs):
             w.wait(pid, lambda b: b["status"] == "unknown", 120, "unknown")
+        w.wait_executes_committed(60)
         stack.kill("payments-1")
         stack.kill("executor-2")
         time.sleep(1.0)
