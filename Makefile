@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 PYTEST_ARGS ?=
 
-.PHONY: chaos-payments help venv kafka run demo test unit integration soak chaos bench check openapi format up down status clean fuzz
+.PHONY: chaos-payments help venv kafka run demo test unit integration soak chaos bench bench-readme check openapi format up down status clean fuzz
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ chaos-payments: kafka ## payments under kill -9 of every payments process (PAYST
 bench: kafka ## benchmarks; JSON lines out, summary in bench/report.json (BENCH_ARGS="--only X")
 	@$(BIN)/python -c 'import locust' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-readme: $(STAMP) ## rewrite the README's benchmark table (and bench/report.md) from bench/report.json
+	$(BIN)/python bench/run.py --readme
 
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP) ## atheris on the JSON and Avro decoders, FUZZ_SECONDS each (skipped without atheris)

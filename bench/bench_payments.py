@@ -123,7 +123,7 @@ def admission(cluster: Any, seconds: float, concurrency: int) -> dict[str, Any]:
 
         lat, took = asyncio.run(run())
         return {
-            "bench": "payments_admission",
+            "name": "payments_admission",
             "concurrency": concurrency,
             "admissions": len(lat),
             "admissions_per_s": round(len(lat) / took),
@@ -199,7 +199,7 @@ def e2e(cluster: Any, rate: int, seconds: float, psp_latency_ms: int) -> dict[st
         took = max(watcher.done.values(), default=started) - started
         lat = [(watcher.done[k] - t) * 1000 for k, t in sent.items() if k in watcher.done]
         return {
-            "bench": "payments_e2e",
+            "name": "payments_e2e",
             "psp_latency_ms": psp_latency_ms,
             "offered_per_s": rate,
             "payments": len(sent),
@@ -251,7 +251,7 @@ def mix(cluster: Any, rate: int, seconds: float) -> dict[str, Any]:
             return float(v)
 
         return {
-            "bench": "payments_mix",
+            "name": "payments_mix",
             "tool": "locust",
             "offered_per_s": rate,
             "users": users,

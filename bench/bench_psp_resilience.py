@@ -184,7 +184,7 @@ def run(cluster: Any, rate: int, cycles: int, healthy_s: float, out_s: float, re
         opens.append(None if o is None else round(o - start, 2))
         closes.append(None if c is None else round(c - end, 2))
     return {
-        "bench": "psp_resilience",
+        "name": "psp_resilience",
         "offered_per_s": rate,
         "psp_latency_ms": psp_latency_ms,
         "cycles": cycles,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""`make bench`: run every benchmark, print JSON lines, write bench/report.json and report.md.
+"""`make bench`: run every benchmark, print JSON lines, write bench/report.json and report.md
+(the headline figures beside bench/baseline.json's, see bench/reporting.py).
 
 Each benchmark runs in its own process against its own private broker, so one cannot
 disturb the next. Sizes are for a 2-core machine; pass --quick for a smoke run.
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from reporting import load_baseline, markdown, write_readme
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -78,6 +80,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["bench_payments.py", "--only", "mix"],
         ["bench_payments.py", "--only", "mix", "--seconds", "10", "--rate", "100"],
     ),
+    (
+        "PSP resilience",
+        ["bench_psp_resilience.py"],
+        ["bench_psp_resilience.py", "--cycles", "1", "--rate", "50"],
+    ),
     ("read side", ["bench_readside.py"], ["bench_readside.py", "--quick"]),
     ("scheduler", ["bench_scheduler.py"], ["bench_scheduler.py", "--quick"]),
     ("risk", ["bench_risk.py"], ["bench_risk.py", "--quick"]),
@@ -102,8 +109,19 @@ def main() -> int:
         help="run the benchmarks whose label contains this; their results replace those of "
         "the same name in the existing report.json, the rest stay",
     )
+    ap.add_argument(
+        "--readme",
+        action="store_true",
+        help="run nothing: rewrite report.md and the README's benchmark table from report.json",
+    )
     a = ap.parse_args()
     console = Console(stderr=True)
+    if a.readme:
+        report = json.loads((HERE / "report.json").read_text())
+        (HERE / "report.md").write_text(markdown(report, load_baseline()))
+        write_readme(report, load_baseline())
+        console.print("rewrote bench/report.md and the README's benchmark table")
+        return 0
     results: list[dict] = []
     todo = [b for b in BENCHES if not a.only or a.only in b[0]]
     todo = [b for b in todo if (HERE / b[1][0]).exists()]
@@ -164,7 +182,7 @@ def main() -> int:
         )
     report["peak_rss_mb"] = peak_memory(results)
     (HERE / "report.json").write_text(json.dumps(report, indent=2))
-    (HERE / "report.md").write_text(markdown(report))
+    (HERE / "report.md").write_text(markdown(report, load_baseline()))
     console.print(f"wrote {HERE / 'report.json'} and {HERE / 'report.md'}")
     return 1 if any("error" in r for r in results) else 0
 
@@ -206,111 +224,6 @@ def peak_memory(results: list[dict]) -> dict[str, float]:
             if r.get("name", "").startswith(key):
                 note(label, r.get("bench_process_peak_rss_mb"))
     return peaks
-
-
-def headline(report: dict) -> list[tuple[str, object, object]]:
-    """(figure, measured, target) for the figures the issues name, in the order they do."""
-    rows: list[tuple[str, object, object]] = []
-    res = report["results"]
-
-    def first(name: str) -> dict:
-        return next((r for r in res if r.get("name") == name and "error" not in r), {})
-
-    rows.append(("producer, Avro commands/s", first("producer").get("commands_per_s"), 100_000))
-    for r in res:
-        if r.get("name", "").startswith("ledger_throughput_") and "transfers_per_s" in r:
-            mode = r["name"].removeprefix("ledger_throughput_").replace("_", "-")
-            rows.append(
-                (
-                    f"ledger {mode}, {r['workers']} worker(s): transfers/s"
-                    f" (per worker CPU-s {r.get('transfers_per_worker_cpu_s')})",
-                    r["transfers_per_s"],
-                    10_000 if mode == "exactly-once" else None,
-                )
-            )
-    for r in res:
-        if r.get("name") == "ledger_latency" and "p99_ms" in r:
-            rows.append(
-                (
-                    f"latency at {r['offered_per_s']}/s offered: p50 / p99 ms",
-                    f"{r['p50_ms']} / {r['p99_ms']}",
-                    "p99 250 at 2000/s" if r["offered_per_s"] == 2000 else None,
-                )
-            )
-    rss = first("ledger_worker_rss")
-    rows.append(("worker RSS, 1M accounts (MB)", rss.get("rss_mb_after_20k_transfers"), 500))
-    rows.append(("replay events/s", first("replay").get("events_per_s"), 200_000))
-    rows.append(("sink rows/s", first("sink").get("rows_per_s"), 200_000))
-    hist = first("account_history")
-    rows.append(("account_history p99 ms", hist.get("p99_ms"), 50))
-    det = first("detector_incremental")
-    rows.append(("detector edges/s", det.get("edges_per_s"), 20_000))
-    rows.append(("detector edges per CPU-s", det.get("edges_per_cpu_s"), None))
-    rows.append(("detector p99 µs", (det.get("latency_us") or {}).get("p99"), None))
-    rows.append(("detector bytes per edge", det.get("rss_bytes_per_edge"), None))
-    rs = first("readside")
-    rows.append(
-        (
-            "read side events/s while the write side runs",
-            rs.get("readside_events_per_s_while_write_side_runs"),
-            None,
-        )
-    )
-    sc, sr = first("scheduler_create"), first("scheduler_restart")
-    rows.append(
-        (f"scheduler RSS, {sc.get('schedules')} schedules (MB)", sc.get("scheduler_rss_mb"), None)
-    )
-    rows.append(("scheduler restart from the store topic, s", sr.get("restart_to_ready_s"), None))
-    for label in ("spread", "burst"):
-        due = first(f"scheduler_due_{label}")
-        late = due.get("late_s") or {}
-        if late:
-            rows.append(
-                (
-                    f"scheduler, {due['due_in_one_minute']} due ({label}): late p50 / p99 s,"
-                    f" fired/s {due.get('fired_per_s')}",
-                    f"{late.get('p50')} / {late.get('p99')}",
-                    "p99 5" if label == "spread" else None,  # the issue's: spread by jitter
-                )
-            )
-    risk = first("risk_decision_latency")
-    rows.append(("risk decision p99 µs", (risk.get("latency_us") or {}).get("p99"), 10_000))
-    model = first("risk_model_held_out_week")
-    rows.append(("risk model AUC, held-out week", model.get("auc"), None))
-    rows.append(("risk rules alone AUC, same week", model.get("rules_auc"), None))
-    rows.append(("paystream / raw transactional copy", report.get("paystream_vs_raw_copy"), 0.5))
-    rows.append(("exactly-once / at-least-once", report.get("exactly_once_vs_at_least_once"), None))
-    return [r for r in rows if r[1] is not None]
-
-
-def markdown(report: dict) -> str:
-    lines = ["| figure | measured | target |", "| --- | --- | --- |"]
-    lines += [f"| {f} | {v} | {'' if t is None else t} |" for f, v, t in headline(report)]
-    lines += ["", "All results:", ""]
-    lines += ["| benchmark | figure | target |", "| --- | --- | --- |"]
-    for r in report["results"]:
-        if "error" in r:
-            lines.append(f"| {r['name']} | failed | |")
-            continue
-        figures = {k: v for k, v in r.items() if k not in ("name",) and not k.startswith("target")}
-        targets = {k: v for k, v in r.items() if k.startswith("target") and v is not None}
-        fig = ", ".join(f"{k} {v}" for k, v in figures.items())
-        tgt = ", ".join(f"{k} {v}" for k, v in targets.items())
-        lines.append(f"| {r['name']} | {fig} | {tgt} |")
-    if "paystream_vs_raw_copy" in report:
-        lines.append(
-            f"| paystream / raw copy (transfers/s over copied messages/s) "
-            f"| {report['paystream_vs_raw_copy']} | 0.5 |"
-        )
-    if "exactly_once_vs_at_least_once" in report:
-        lines.append(
-            f"| exactly-once / at-least-once (transfers/s) "
-            f"| {report['exactly_once_vs_at_least_once']} | |"
-        )
-    if report.get("peak_rss_mb"):
-        lines += ["", "| process | peak RSS (MB) |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in sorted(report["peak_rss_mb"].items())]
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
