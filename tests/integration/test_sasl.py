@@ -129,7 +129,9 @@ def _auth_errors(conf: dict[str, object]) -> list[KafkaError]:
     return errors
 
 
-@pytest.mark.parametrize("password", ["wrong-password", PASSWORD + "x"])
+@pytest.mark.parametrize(
+    "password", ["wrong-password", PASSWORD + "x"], ids=["another", "one-more-char"]
+)
 def test_a_wrong_password_is_refused(sasl_cluster: KafkaCluster, password: str) -> None:
     settings = load_settings({**env_for(sasl_cluster, password), "PAYSTREAM_HOME": "/tmp"})
     errors = _auth_errors(kafka_client_config(settings))
