@@ -132,10 +132,10 @@ class KafkaBackend:
         return self.view.get(item_id)
 
     def watch(self, item_id: str) -> asyncio.Future[None]:
-        return self.view.watch(item_id)
+        return self.view.watch([item_id])
 
     def unwatch(self, item_id: str, fut: asyncio.Future[None]) -> None:
-        self.view.unwatch(item_id, fut)
+        self.view.unwatch([item_id], fut)
 
     async def send(self, item_id: str, value: bytes) -> None:
         await self.producer.send(

@@ -8,18 +8,14 @@ when its record arrives.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import contextlib
 import logging
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
-from base.config import Settings, kafka_client_config
+from base.config import Settings
 from base.kafka import partition_count
 from base.topics import TopicNames
 from streams.scheduler import wire
@@ -27,58 +23,30 @@ from streams.scheduler.memstore import LatestRecords
 from streams.schedules.model import ScheduleState
 from streams.store import restore
 
-from .errors import ViewFailed
+from .follower import Follower
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.1
 
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class SchedulesView:
+class SchedulesView(Follower):
     def __init__(
         self, settings: Settings, on_failure: Callable[[BaseException], None] | None = None
     ) -> None:
-        self.settings = settings
-        self.topic = TopicNames(settings.topic_prefix).schedules
+        topic = TopicNames(settings.topic_prefix).schedules
+        super().__init__(settings, topic, "schedules", on_failure)
         self.partitions = 0
-        self.records_applied = 0
-        self.failure: BaseException | None = None
-        self._on_failure = on_failure
         self._states: dict[str, ScheduleState] = {}
         self._by_user: dict[str, set[str]] = {}
         self._by_key: dict[tuple[str, str], str] = {}
         self._sorted: list[str] = []  # every schedule id, sorted (rebuilt when ids are added)
         self._sorted_stale = False
-        self._lock = threading.Lock()
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._consumer: Consumer | None = None
 
     # --- lifecycle ---
 
     def start(self) -> None:
         started = time.monotonic()
         limits = self.settings.limits
-        consumer = Consumer(
-            {
-                **kafka_client_config(self.settings),
-                "group.id": f"{self.settings.topic_prefix}paystream-api-schedules-{uuid.uuid4().hex[:8]}",
-                "client.id": f"paystream-api-schedules-{self.settings.api_port}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 10,
-                "logger": logging.getLogger("paystream.api.rdkafka"),
-            }
-        )
-        self._consumer = consumer
+        consumer = self._new_consumer(**{"enable.partition.eof": True})  # restore() needs it
         self.partitions = partition_count(consumer, self.topic)
         stores = {p: LatestRecords() for p in range(self.partitions)}
         restore(
@@ -104,21 +72,9 @@ class SchedulesView:
             len(self._states),
             time.monotonic() - started,
         )
-        self._thread = threading.Thread(target=self._tail, name="api-schedules", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        elif self._consumer is not None:
-            self._consumer.close()
+        self._follow()
 
     # --- reads (event loop) ---
-
-    def _check(self) -> None:
-        if self.failure is not None:
-            raise ViewFailed(f"the schedules view stopped: {self.failure}")
 
     def get(self, schedule_id: str) -> ScheduleState | None:
         self._check()
@@ -163,22 +119,6 @@ class SchedulesView:
                     last = sid
         return out, None
 
-    def watch(self, keys: Iterable[str]) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            for k in keys:
-                self._waiters.setdefault(k, set()).add(fut)
-        return fut
-
-    def unwatch(self, keys: Iterable[str], fut: asyncio.Future[None]) -> None:
-        with self._lock:
-            for k in keys:
-                waiting = self._waiters.get(k)
-                if waiting is not None:
-                    waiting.discard(fut)
-                    if not waiting:
-                        del self._waiters[k]
-
     # --- writes (under the lock) ---
 
     def _put(self, sid: str, s: ScheduleState | None) -> None:
@@ -197,41 +137,15 @@ class SchedulesView:
 
     # --- the tail (its own thread) ---
 
-    def _tail(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        batch_max = self.settings.limits.restore_batch_records_max
-        try:
-            while not self._stop.is_set():
-                first = consumer.poll(_POLL_S)
-                if first is None:
-                    continue
-                woken: list[asyncio.Future[None]] = []
-                for msg in [first, *consumer.consume(batch_max - 1, timeout=0)]:
-                    err = msg.error()
-                    if err is not None:
-                        if err.fatal():
-                            raise KafkaException(err)
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("schedules view: consume error: %s", err)
-                        continue
-                    key, value = msg.key(), msg.value()
-                    if not isinstance(key, bytes):
-                        continue
-                    sid = key.decode(errors="replace")
-                    state = None if value is None else wire.decode_state(value)
-                    with self._lock:
-                        self._put(sid, state)
-                        woken.extend(self._waiters.pop(sid, ()))
-                    self.records_applied += 1
-                for fut in woken:
-                    with contextlib.suppress(RuntimeError):
-                        fut.get_loop().call_soon_threadsafe(_wake, fut)
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("schedules view: following %s failed", self.topic)
-            if self._on_failure is not None:
-                self._on_failure(exc)
-        finally:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                consumer.close()
+    def _apply(self, msgs: list[Message]) -> list[str]:
+        changed = []
+        for msg in msgs:
+            key, value = msg.key(), msg.value()
+            if not isinstance(key, bytes):
+                continue
+            sid = key.decode(errors="replace")
+            state = None if value is None else wire.decode_state(value)
+            with self._lock:
+                self._put(sid, state)
+            changed.append(sid)
+        return changed
