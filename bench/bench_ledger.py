@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ import uuid
 from common import Workers, emit, namespace, now, private_broker
 from confluent_kafka import Consumer
 
+from base.config import Limits
 from base.topics import TopicNames
 from paystream import queries
 from producers.commands import parse_command
@@ -106,14 +108,24 @@ def throughput(cluster, guarantee: str, workers: int, n: int, accounts: int) -> 
     }
 
 
-def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> dict:  # type: ignore[no-untyped-def]
+def latency(
+    cluster, rate: int, seconds: float, workers: int, accounts: int, warmup_s: float
+) -> dict:  # type: ignore[no-untyped-def]
+    """Produce -> posted at a steady rate. The first ``warmup_s`` of sends are reported apart
+    (the bench's producer getting its id, the first transactions). Where a worker's batch time
+    goes (build, send_offsets, commit) comes from the workers' stats lines of the run."""
     settings = namespace(cluster)
-    w = Workers(settings, workers)
+    w = Workers(settings, workers, log_level="INFO")
     w.start()
     try:
         setup_accounts(settings, accounts)
+        # The set-up's batches are in the next stats line: let it be written, then mark.
+        time.sleep(Limits().worker_stats_interval_s + 1)
+        marks = {name: len(_log(w, name)) for name in _worker_names(workers)}
         n = int(rate * seconds)
-        cmds = transfers(n, accounts, "lat")
+        warm_n = int(rate * warmup_s)
+        cmds = transfers(warm_n + n, accounts, "lat")
+        warm_ids = {c.record["command_id"] for c in cmds[:warm_n]}
         sent_at: dict[str, float] = {}
         seen: dict[str, float] = {}
         done = threading.Event()
@@ -133,8 +145,12 @@ def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> 
 
             codec = Codec.default()
             c.subscribe([TopicNames(settings.topic_prefix).transfers])
-            while not done.is_set() or len(seen) < n:
-                for m in c.consume(1000, timeout=0.1):
+            while not done.is_set() or len(seen) < len(cmds):
+                # consume() waits out its whole timeout unless 1,000 records come, which
+                # added up to 100 ms to every latency at these rates: wait for one record,
+                # then take what else is there at once.
+                first = c.poll(0.1)
+                for m in [] if first is None else [first, *c.consume(1000, timeout=0)]:
                     if m.error():
                         continue
                     rec = codec.decode(m.value())[1]
@@ -162,9 +178,19 @@ def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> 
         deadline = time.perf_counter() + 60
         done.set()
         t.join(90)
+        time.sleep(Limits().worker_stats_interval_s)  # the last interval's stats line
     finally:
         w.stop()
-    lat = sorted((seen[k] - sent_at[k]) * 1000 for k in sent_at if k in seen)
+    batches = worker_batches({name: _log(w, name)[mark:] for name, mark in marks.items()})
+    warm = sorted((seen[k] - sent_at[k]) * 1000 for k in warm_ids if k in seen)
+    timed = {k: t for k, t in sent_at.items() if k not in warm_ids}
+    lat = sorted((seen[k] - t) * 1000 for k, t in timed.items() if k in seen)
+    # When the slowest 1% were sent (s after the first timed send): a stall, or spread.
+    first_sent = min(timed.values(), default=0.0)
+    slow = sorted(
+        ((seen[k] - t, t - first_sent) for k, t in timed.items() if k in seen), reverse=True
+    )[: max(1, len(lat) // 100)]
+    slow_s = sorted(round(at) for _, at in slow)
     pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None  # noqa: E731
     return {
         "name": "ledger_latency",
@@ -175,7 +201,51 @@ def latency(cluster, rate: int, seconds: float, workers: int, accounts: int) -> 
         "p90_ms": pct(0.90),
         "p99_ms": pct(0.99),
         "max_ms": round(lat[-1], 1) if lat else None,
+        "slowest_1pct_sent_at_s": {s: slow_s.count(s) for s in sorted(set(slow_s))},
+        "warmup_s": warmup_s,
+        "warmup_p50_ms": round(warm[len(warm) // 2], 1) if warm else None,
+        "warmup_max_ms": round(warm[-1], 1) if warm else None,
+        "worker_ms_per_batch": batches,
         "target_p99_ms": 250,
+    }
+
+
+def _worker_names(workers: int) -> list[str]:
+    return [f"ledger-{i}" for i in range(1, workers + 1)]
+
+
+def _log(w: Workers, name: str) -> list[str]:
+    path = w.sup.log_path(name)
+    return path.read_text().splitlines() if path.exists() else []
+
+
+STATS = re.compile(
+    r"stats: (\d+) batches, (\d+) records; ms per batch: build ([\d.]+), "
+    r"send_offsets ([\d.]+), commit ([\d.]+)"
+)
+
+
+def worker_batches(logs: dict[str, list[str]]) -> dict[str, float]:
+    """Records and ms per batch in each step, over the workers' stats lines given."""
+    batches = records = 0
+    ms = [0.0, 0.0, 0.0]
+    for lines in logs.values():
+        for line in lines:
+            m = STATS.search(line)
+            if m:
+                b = int(m[1])
+                batches += b
+                records += int(m[2])
+                for k in range(3):
+                    ms[k] += float(m[3 + k]) * b
+    if not batches:
+        return {}
+    return {
+        "batches": batches,
+        "records_per_batch": round(records / batches, 1),
+        "build_ms": round(ms[0] / batches, 1),
+        "send_offsets_ms": round(ms[1] / batches, 1),
+        "commit_ms": round(ms[2] / batches, 1),
     }
 
 
@@ -216,8 +286,7 @@ def rss_with_accounts(cluster, accounts: int) -> dict:  # type: ignore[no-untype
             except BufferError:
                 p.poll(0.05)
     p.flush(300)
-    w = Workers(settings, 1)
-    w.log_level = "INFO"  # we watch the log for the end of the restore
+    w = Workers(settings, 1, log_level="INFO")  # we watch the log for the end of the restore
     start = time.perf_counter()
     w.start()
     log = w.sup.log_path("ledger-1")
@@ -257,6 +326,7 @@ def main() -> None:
         "--rate", default="500,1000,2000", help="offered transfers/s for latency, comma-separated"
     )
     ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--warmup-s", type=float, default=2, help="latency: sends reported apart")
     ap.add_argument("--only", choices=["eos", "alo", "latency", "rss"])
     ap.add_argument("--rss-accounts", type=int, default=1_000_000)
     a = ap.parse_args()
@@ -269,7 +339,7 @@ def main() -> None:
                 emit(throughput(cluster, "at_least_once", n, a.transfers, a.accounts))
         if a.only in (None, "latency"):
             for rate in (int(r) for r in a.rate.split(",")):
-                emit(latency(cluster, rate, a.seconds, workers[0], a.accounts))
+                emit(latency(cluster, rate, a.seconds, workers[0], a.accounts, a.warmup_s))
         if a.only in (None, "rss"):
             emit(rss_with_accounts(cluster, a.rss_accounts))
 

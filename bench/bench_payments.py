@@ -152,7 +152,8 @@ class _Succeeded(threading.Thread):
         c.assign([TopicPartition(topic, p, 0) for p in range(self.s.partitions)])
         codec = Codec.default()
         while not self.stop.is_set():
-            for m in c.consume(1000, timeout=0.05):
+            first = c.poll(0.05)  # consume() would wait out its timeout: up to 50 ms late
+            for m in [] if first is None else [first, *c.consume(1000, timeout=0)]:
                 if m.error() is not None:
                     continue
                 name, r = codec.decode(m.value() or b"")

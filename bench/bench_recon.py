@@ -29,7 +29,8 @@ from common import emit
 
 from base.config import Settings
 from connectors.chhttp import ChdbExecutor, serve
-from connectors.warehouse import WRITER_BODY_BYTES_MAX, migrate, writer_port_file
+from connectors.warehouse import migrate
+from paystream.bootstrap import writer_front
 from paystream.recon_settlement import settle
 from pspsim.settlement import COLUMNS
 
@@ -103,9 +104,8 @@ def bench_settlement(n: int) -> None:
             client.command(sql)
         path = home / "settlement.csv"
         write_file(path, n)
-        writer = serve(executor, port=0, readonly=False, max_body_bytes=WRITER_BODY_BYTES_MAX)
-        writer_port_file(Settings(home=home, bootstrap=None)).write_text(str(writer.port))
         settings = Settings(home=home, bootstrap=None)
+        writer = writer_front(settings, executor)  # as the warehouse process serves it
         try:
             t0 = time.perf_counter()
             report = settle(settings, PSP, path, lag_days=0)

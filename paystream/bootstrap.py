@@ -158,7 +158,7 @@ def _warehouse(settings: Settings) -> int:
         executor = ChdbExecutor(str(chdb_path(settings)))
         server = serve(executor, port=http_port(settings))
         log.info("ClickHouse HTTP interface on %s", server.url)
-        writer = _writer_front(settings, executor)
+        writer = writer_front(settings, executor)
     sink = WarehouseSink(settings, ClickHouseSink(client))
     try:
         sink.run()
@@ -170,7 +170,7 @@ def _warehouse(settings: Settings) -> int:
     return 0
 
 
-def _writer_front(settings: Settings, executor: Any) -> Any:
+def writer_front(settings: Settings, executor: Any) -> Any:
     """A read-write front on a free port of 127.0.0.1 for the warehouse's own writers
     (reconciliation's settlement imports), its port in $PAYSTREAM_HOME/warehouse-writer.port
     (owner-only, like the API token), and a password of its own in warehouse-writer.key:

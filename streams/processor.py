@@ -31,6 +31,7 @@ change to a partition whose state the new owner has already restored.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -74,6 +75,11 @@ class Counters:
     forwarded: int = 0
     local_steps: int = 0
     restored: int = 0
+    # Where a batch's wall time goes (seconds, summed): building it (decode, decide, evolve,
+    # produce), sending the offsets, committing. The latency bench reads them from the log.
+    build_s: float = 0.0
+    send_offsets_s: float = 0.0
+    commit_s: float = 0.0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -197,6 +203,8 @@ class Processor:
         )
         log.info("%s worker %d started (group %s)", self.agent.name, self.instance, self.group)
         self.watchdog.start()
+        stats_every_s = self.limits.worker_stats_interval_s
+        next_stats, last = time.monotonic() + stats_every_s, dataclasses.replace(self.counters)
         try:
             while self._running and (max_batches is None or self.counters.batches < max_batches):
                 # 1. Consume up to batch_records_max records (read_committed).
@@ -205,8 +213,30 @@ class Processor:
                 )
                 if msgs:
                     self._process_or_redo(msgs)
+                if time.monotonic() >= next_stats:
+                    next_stats += stats_every_s
+                    last = self._log_stats(last)
         finally:
             self.close()
+
+    def _log_stats(self, last: Counters) -> Counters:
+        """One line per interval with work in it: batches, records, and where a batch's time
+        went (ms per batch: build, send_offsets, commit). The latency bench reads it."""
+        now = dataclasses.replace(self.counters)
+        batches = now.batches - last.batches
+        if batches:
+            log.info(
+                "%s worker %d stats: %d batches, %d records; ms per batch: build %.1f, "
+                "send_offsets %.1f, commit %.1f",
+                self.agent.name,
+                self.instance,
+                batches,
+                now.records - last.records,
+                (now.build_s - last.build_s) * 1000 / batches,
+                (now.send_offsets_s - last.send_offsets_s) * 1000 / batches,
+                (now.commit_s - last.commit_s) * 1000 / batches,
+            )
+        return now
 
     def close(self) -> None:
         with (
@@ -308,6 +338,7 @@ class Processor:
                 self.consumer.seek(TopicPartition(topic, p, offset))
 
     def _process_batch(self, msgs: list[Message]) -> None:
+        began = time.perf_counter()
         # 2. Begin a transaction.
         if self.exactly_once:
             self.producer.begin_transaction()
@@ -342,14 +373,20 @@ class Processor:
             if (steps, p) not in offsets:
                 offsets[(steps, p)] = self._next_offsets[(steps, p)]
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        counters = self.counters
+        built = time.perf_counter()
+        counters.build_s += built - began
         if self.exactly_once:
             with self.watchdog.guard("committing a transaction"):
                 # Fenced by the group metadata (KIP-447).
                 self.producer.send_offsets_to_transaction(
                     tps, self.consumer.consumer_group_metadata(), 30
                 )
+                sent = time.perf_counter()
                 # 6. Commit. Failure raises into _process_or_redo: abort, rewind, redo.
                 self.producer.commit_transaction(60)
+                counters.send_offsets_s += sent - built
+                counters.commit_s += time.perf_counter() - sent
         else:
             # At-least-once (benchmark only): the outputs first, then the offsets.
             if self.producer.flush(60):
