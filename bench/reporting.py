@@ -141,7 +141,7 @@ def table(report: Report, baseline: dict[str, Any]) -> list[str]:
     run = report.get("started_at", "")[:10]
     quick = " (--quick)" if report.get("quick") else ""
     lines = [
-        f"| figure | before ({baseline.get('label', '')}) | {run}{quick} | target |",
+        f"| figure | before ({baseline.get('label', '')}) | this run, {run}{quick} | target |",
         "| --- | --- | --- | --- |",
     ]
     before = baseline.get("figures", {})

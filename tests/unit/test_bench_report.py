@@ -32,7 +32,7 @@ def row(lines: list[str], label: str) -> list[str]:
 
 def test_the_table_puts_before_beside_now() -> None:
     lines = table(REPORT, BASELINE)
-    assert lines[0] == "| figure | before (before) | 2026-11-30 | target |"
+    assert lines[0] == "| figure | before (before) | this run, 2026-11-30 | target |"
     assert row(lines, "exactly-once transfers/s, 1 worker")[1:] == ["3,135", "4,321", "10,000"]
     assert row(lines, "worker CPU µs per exactly-once transfer, 1 worker")[1:3] == ["", "160"]
     assert row(lines, "latency p50 / p99 at 500 transfers/s offered, ms")[2] == "20 / 89"
