@@ -91,8 +91,8 @@ class LedgerStack:
         Path(f.name).unlink()
         return report.exit_code
 
-    def wait(self, timeout_s: float = 120) -> None:
-        if not queries.wait(self.settings, timeout_s):
+    def wait(self, timeout_s: float = 120, *, downstream: bool = True) -> None:
+        if not queries.wait(self.settings, timeout_s, downstream=downstream):
             raise TimeoutError(f"not caught up after {timeout_s}s; logs:\n{self.logs()}")
 
     def logs(self) -> str:
