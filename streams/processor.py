@@ -213,8 +213,8 @@ class Processor:
                 )
                 if msgs:
                     self._process_or_redo(msgs)
-                if time.monotonic() >= next_stats:
-                    next_stats += stats_every_s
+                if (now := time.monotonic()) >= next_stats:
+                    next_stats = now + stats_every_s
                     last = self._log_stats(last)
         finally:
             self.close()
